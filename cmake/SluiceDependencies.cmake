@@ -1,0 +1,35 @@
+# Every dependency comes from Debian packages installed by scripts/setup.
+find_package(Threads REQUIRED)
+find_package(Python3 REQUIRED COMPONENTS Interpreter)
+find_package(fmt REQUIRED)
+find_package(nlohmann_json 3.10 REQUIRED)
+find_package(CLI11 REQUIRED)
+find_package(PkgConfig REQUIRED)
+
+# zstd and lz4 are linked statically into anything that travels to a GPU machine.
+find_library(SLUICE_ZSTD_STATIC NAMES libzstd.a REQUIRED)
+find_library(SLUICE_LZ4_STATIC NAMES liblz4.a REQUIRED)
+find_path(SLUICE_ZSTD_INCLUDE zstd.h REQUIRED)
+find_path(SLUICE_LZ4_INCLUDE lz4.h REQUIRED)
+add_library(sluice_zstd INTERFACE)
+target_link_libraries(sluice_zstd INTERFACE ${SLUICE_ZSTD_STATIC})
+target_include_directories(sluice_zstd SYSTEM INTERFACE ${SLUICE_ZSTD_INCLUDE})
+add_library(sluice_lz4 INTERFACE)
+target_link_libraries(sluice_lz4 INTERFACE ${SLUICE_LZ4_STATIC})
+target_include_directories(sluice_lz4 SYSTEM INTERFACE ${SLUICE_LZ4_INCLUDE})
+
+# The CUDA toolkit: headers only. Nothing links the toolkit's libcuda stub.
+find_path(SLUICE_CUDA_INCLUDE cuda.h HINTS ${SLUICE_CUDA_ROOT}/include REQUIRED)
+add_library(sluice_cuda_headers INTERFACE)
+target_include_directories(sluice_cuda_headers SYSTEM INTERFACE ${SLUICE_CUDA_INCLUDE})
+find_program(SLUICE_PTXAS ptxas HINTS ${SLUICE_CUDA_ROOT}/bin)
+find_program(SLUICE_NVCC nvcc HINTS ${SLUICE_CUDA_ROOT}/bin)
+find_library(SLUICE_CUDART libcudart.so.13 libcudart.so HINTS ${SLUICE_CUDA_ROOT}/lib64 ${SLUICE_CUDA_ROOT}/lib)
+
+if(SLUICE_BUILD_TESTS)
+  find_package(GTest REQUIRED)
+  include(GoogleTest)
+endif()
+if(SLUICE_BUILD_BENCHMARKS)
+  find_package(benchmark REQUIRED)
+endif()

@@ -1,0 +1,114 @@
+// The gate: the pluggable decision of when held stream-ordered work may go to the driver.
+//
+// The engine asks the gate about every operation before submitting it. The default gate is open
+// (everything goes at once). sluiced's client gate (scheduler/client) shuts it for best-effort work
+// while real-time work is active and grants a budget of predicted in-flight microseconds instead.
+//
+// Thread rules:
+//  * admit(), on_submit() and on_hold() are called on application threads and on sluice's release
+//    thread, concurrently, with no sluice lock held. They must be cheap and must never block.
+//  * A gate whose answer may have changed calls Engine::gate_changed() (any thread, any time) so the
+//    engine re-examines held work.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "sluice/shim/cuda.h"
+
+namespace sluice::shim {
+
+enum class OpKind : std::uint8_t {
+  kernel,        // cuLaunchKernel, cuLaunchKernelEx, cuLaunchCooperativeKernel
+  copy,          // asynchronous copies
+  memset,        // asynchronous memsets
+  event_record,  // cuEventRecord[WithFlags]
+  event_wait,    // cuStreamWaitEvent
+  host_fn,       // cuLaunchHostFunc, cuStreamAddCallback
+  mem_op,        // cuStreamWrite/WaitValue*, cuStreamBatchMemOp
+  mem_free,      // cuMemFreeAsync
+  graph,         // cuGraphLaunch, cuGraphUpload
+  prefetch,      // cuMemPrefetchAsync
+  kCount
+};
+
+const char* op_kind_name(OpKind kind);
+
+// Only kernels, copies, memsets and graphs occupy the GPU; the rest are bookkeeping that is ordered
+// but never worth holding on its own.
+inline bool op_uses_gpu(OpKind kind) {
+  return kind == OpKind::kernel || kind == OpKind::copy || kind == OpKind::memset ||
+         kind == OpKind::graph;
+}
+
+// What the gate and the daemon learn about one operation. Filled on the launching thread.
+struct OpDesc {
+  std::uint64_t seq = 0;       // per-process, increasing in submission-call order
+  CUstream stream = nullptr;   // as the application named it; CU_STREAM_LEGACY for the legacy stream
+  CUcontext ctx = nullptr;     // current context at the call (filled only for held work)
+  OpKind kind = OpKind::kernel;
+  bool cooperative = false;
+  CUfunction func = nullptr;   // kernels only; may be a CUkernel handle
+  std::uint32_t grid[3] = {0, 0, 0};
+  std::uint32_t block[3] = {0, 0, 0};
+  std::uint32_t shared_mem = 0;
+  std::uint64_t bytes = 0;     // copies and memsets
+  std::uint64_t call_ns = 0;   // monotonic time of the application's call
+};
+
+// What the engine knows about a kernel: a stable identity (module hash and name) that the shim and
+// sluiced compute alike, and the parameter layout used to deep-copy held launches.
+struct KernelInfo {
+  std::uint64_t id = 0;           // fnv1a(name, seed = module_hash)
+  std::uint64_t module_hash = 0;  // fnv1a of the module image; 0 when the image was not seen
+  std::string name;               // mangled name as the driver reports it
+};
+
+// Implemented by the engine. find() is lock-free after a function's first sighting.
+class KernelCatalog {
+ public:
+  virtual const KernelInfo* find(CUfunction func) noexcept = 0;
+
+ protected:
+  ~KernelCatalog() = default;
+};
+
+// Implemented by the engine: a gate calls gate_changed() when held work may now be admitted.
+class GateListener {
+ public:
+  virtual void gate_changed() noexcept = 0;
+
+ protected:
+  ~GateListener() = default;
+};
+
+class Gate {
+ public:
+  virtual ~Gate() = default;
+
+  // May `op` go to the driver now? False holds it in its stream's queue (or, where the engine
+  // cannot queue, makes the calling thread wait for a later true).
+  virtual bool admit(const OpDesc& op) noexcept = 0;
+
+  // `op` was handed to the driver; `result` is the driver's answer. Called on the submitting
+  // thread right after the driver call, with the op's context current.
+  virtual void on_submit(const OpDesc& op, CUresult result) noexcept {
+    (void)op;
+    (void)result;
+  }
+
+  // `op` was put in a queue instead of being submitted.
+  virtual void on_hold(const OpDesc& op) noexcept { (void)op; }
+
+  // A short name for logs and statistics ("open", "daemon", "toggle").
+  virtual const char* name() const noexcept = 0;
+};
+
+// The default: admits everything.
+class OpenGate final : public Gate {
+ public:
+  bool admit(const OpDesc&) noexcept override { return true; }
+  const char* name() const noexcept override { return "open"; }
+};
+
+}  // namespace sluice::shim
