@@ -46,6 +46,7 @@ struct OpDesc {
   std::uint64_t seq = 0;       // per-process, increasing in submission-call order
   CUstream stream = nullptr;   // as the application named it; CU_STREAM_LEGACY for the legacy stream
   CUcontext ctx = nullptr;     // current context at the call (filled only for held work)
+  std::int32_t device = -1;    // device ordinal of the stream's context, -1 when not known yet
   OpKind kind = OpKind::kernel;
   bool cooperative = false;
   CUfunction func = nullptr;   // kernels only; may be a CUkernel handle
@@ -90,6 +91,11 @@ class Gate {
   // cannot queue, makes the calling thread wait for a later true).
   virtual bool admit(const OpDesc& op) noexcept = 0;
 
+  // `op` is about to be handed to the driver (after admit() said yes, or on a forced release).
+  // Called on the submitting thread with the op's context current; a gate may record an event on
+  // op.stream here to time the op.
+  virtual void before_submit(const OpDesc& op) noexcept { (void)op; }
+
   // `op` was handed to the driver; `result` is the driver's answer. Called on the submitting
   // thread right after the driver call, with the op's context current.
   virtual void on_submit(const OpDesc& op, CUresult result) noexcept {
@@ -99,6 +105,10 @@ class Gate {
 
   // `op` was put in a queue instead of being submitted.
   virtual void on_hold(const OpDesc& op) noexcept { (void)op; }
+
+  // Asynchronous copies larger than this are split into chunks that are gated one by one, so that
+  // other work never waits behind more than one chunk on a copy engine. 0 disables splitting.
+  virtual std::uint64_t copy_chunk_bytes() const noexcept { return 0; }
 
   // A short name for logs and statistics ("open", "daemon", "toggle").
   virtual const char* name() const noexcept = 0;
