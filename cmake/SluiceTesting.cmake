@@ -17,3 +17,31 @@ function(sluice_gtest target)
     "endif()\n")
   set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES "${label_file}")
 endfunction()
+
+# sluice_fuzzer(<name> SOURCES <file>... LIBRARIES <target>... [CORPUS <dir>] [SECONDS <n>])
+# A libFuzzer target, built only in the fuzz preset (clang). CTest runs it for a bounded time over
+# its seed corpus (label fuzz). Outside the fuzz preset the same sources build into a small
+# replay program that feeds every corpus file once, so the harness itself stays compiled and tested.
+function(sluice_fuzzer name)
+  cmake_parse_arguments(ARG "" "CORPUS;SECONDS" "SOURCES;LIBRARIES" ${ARGN})
+  if(NOT ARG_SECONDS)
+    set(ARG_SECONDS 30)
+  endif()
+  if(SLUICE_BUILD_FUZZERS)
+    add_executable(${name} ${ARG_SOURCES})
+    target_compile_options(${name} PRIVATE -fsanitize=fuzzer)
+    target_link_options(${name} PRIVATE -fsanitize=fuzzer)
+    target_link_libraries(${name} PRIVATE ${ARG_LIBRARIES})
+    set(work "${CMAKE_CURRENT_BINARY_DIR}/${name}_corpus")
+    add_test(NAME ${name}
+      COMMAND ${CMAKE_COMMAND} -E env ASAN_OPTIONS=detect_leaks=1
+              sh -c "mkdir -p '${work}' && exec \"$0\" -max_total_time=${ARG_SECONDS} -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 '${work}' '${ARG_CORPUS}'"
+              $<TARGET_FILE:${name}>)
+    set_tests_properties(${name} PROPERTIES LABELS "fuzz" TIMEOUT ${ARG_SECONDS}0)
+  elseif(ARG_CORPUS)
+    add_executable(${name}_replay ${ARG_SOURCES} ${PROJECT_SOURCE_DIR}/tests/fuzz/replay_main.cpp)
+    target_link_libraries(${name}_replay PRIVATE ${ARG_LIBRARIES})
+    add_test(NAME ${name}_replay COMMAND ${name}_replay ${ARG_CORPUS})
+    set_tests_properties(${name}_replay PROPERTIES LABELS "unit")
+  endif()
+endfunction()
