@@ -1,0 +1,267 @@
+#!/usr/bin/env python3
+"""Checks that real frameworks compute bit-identical results through libsluice.so.
+
+Runs each workload in a fresh process, several times:
+  baseline    without the shim
+  baseline2   without the shim again (proves the workload itself is deterministic)
+  open        LD_PRELOAD=libsluice.so, gate open
+  toggle      LD_PRELOAD=libsluice.so, gate shut and reopened every few milliseconds
+and compares every output (loss values, logits, arrays) bit for bit with the baseline. It also reads
+the shim's statistics file (SLUICE_STATS_FILE) to report how many launches, copies and module loads
+sluice saw and how many calls went through unmanaged launch paths.
+
+    python3 scripts/gpu/check_frameworks.py --shim build/release/shim/libsluice.so --out DIR
+
+Writes DIR/frameworks.json and DIR/frameworks.md. Run on a GPU machine; exits 77 without a GPU.
+A single workload runs with `--worker CASE --dump FILE` (used internally).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CASES = ["resnet50", "torch_compile", "cuda_graph", "jax_jit", "cupy_kernel"]
+
+
+# ---- workloads (each returns {name: numpy array}) -------------------------------------------------
+
+def _torch_deterministic():
+    import torch
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.manual_seed(0)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True)
+    return torch
+
+
+def case_resnet50():
+    torch = _torch_deterministic()
+    import torchvision
+    model = torchvision.models.resnet50(num_classes=100).cuda()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    gen = torch.Generator(device="cpu").manual_seed(1)
+    images = torch.randn(16, 3, 224, 224, generator=gen).cuda()
+    labels = torch.randint(0, 100, (16,), generator=gen).cuda()
+    losses = []
+    model.train()
+    for _ in range(20):
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        loss.backward()
+        opt.step()
+        losses.append(loss.detach())
+    model.eval()
+    with torch.no_grad():
+        logits = model(images[:8])
+    return {"losses": torch.stack(losses).cpu().numpy(), "logits": logits.cpu().numpy()}
+
+
+def case_torch_compile():
+    torch = _torch_deterministic()
+    torch.use_deterministic_algorithms(False)  # inductor's reductions are deterministic per config
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 16, 3, padding=1)
+            self.norm = torch.nn.LayerNorm([16, 32, 32])
+            self.fc = torch.nn.Linear(16 * 32 * 32, 10)
+
+        def forward(self, x):
+            return self.fc(torch.nn.functional.gelu(self.norm(self.conv(x))).flatten(1))
+
+    model = Net().cuda()
+    compiled = torch.compile(model)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    gen = torch.Generator(device="cpu").manual_seed(2)
+    x = torch.randn(32, 3, 32, 32, generator=gen).cuda()
+    y = torch.randint(0, 10, (32,), generator=gen).cuda()
+    losses = []
+    for _ in range(5):
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(compiled(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.detach())
+    with torch.no_grad():
+        out = compiled(x)
+    return {"losses": torch.stack(losses).cpu().numpy(), "out": out.cpu().numpy()}
+
+
+def case_cuda_graph():
+    torch = _torch_deterministic()
+    model = torch.nn.Sequential(torch.nn.Linear(512, 1024), torch.nn.ReLU(),
+                                torch.nn.Linear(1024, 512)).cuda().eval()
+    static_in = torch.zeros(64, 512, device="cuda")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side), torch.no_grad():
+        for _ in range(3):
+            model(static_in)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph), torch.no_grad():
+        static_out = model(static_in)
+    gen = torch.Generator(device="cpu").manual_seed(3)
+    outs = []
+    for _ in range(10):
+        static_in.copy_(torch.randn(64, 512, generator=gen))
+        graph.replay()
+        outs.append(static_out.clone())
+    return {"replays": torch.stack(outs).cpu().numpy()}
+
+
+def case_jax_jit():
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_gpu_deterministic_ops=true"
+    import jax
+    import jax.numpy as jnp
+
+    @jax.jit
+    def step(w, x):
+        h = jnp.tanh(x @ w)
+        return h, jnp.sum(h * h, axis=1), jax.nn.softmax(h, axis=-1)
+
+    key = jax.random.PRNGKey(0)
+    w = jax.random.normal(key, (512, 512))
+    x = jax.random.normal(jax.random.PRNGKey(1), (256, 512))
+    h, sq, sm = step(w, x)
+    grad = jax.jit(jax.grad(lambda w: jnp.sum(step(w, x)[1])))(w)
+    import numpy as np
+    return {"h": np.asarray(h), "sq": np.asarray(sq), "sm": np.asarray(sm), "grad": np.asarray(grad)}
+
+
+def case_cupy_kernel():
+    import cupy as cp
+    saxpy = cp.RawKernel(r'''
+    extern "C" __global__ void saxpy(float a, const float* x, float* y, int n) {
+      int i = blockIdx.x * blockDim.x + threadIdx.x;
+      if (i < n) y[i] = a * x[i] + y[i];
+    }''', "saxpy")
+    n = 1 << 20
+    rng = cp.random.RandomState(4)
+    x = rng.standard_normal(n, dtype=cp.float32)
+    y = rng.standard_normal(n, dtype=cp.float32)
+    saxpy(((n + 255) // 256,), (256,), (cp.float32(1.5), x, y, cp.int32(n)))
+    poly = cp.ElementwiseKernel("float32 a", "float32 b", "b = a * a * 0.5f - a", "sluice_poly")
+    z = poly(y)
+    return {"y": cp.asnumpy(y), "z": cp.asnumpy(z), "sum": cp.asnumpy(z.sum()),
+            "sorted": cp.asnumpy(cp.sort(z)[:1024])}
+
+
+def run_worker(case: str, dump: str) -> None:
+    import numpy as np
+    outputs = globals()[f"case_{case}"]()
+    np.savez(dump, **{k: np.ascontiguousarray(v) for k, v in outputs.items()})
+
+
+# ---- driver -----------------------------------------------------------------------------------------
+
+def digest(path: Path) -> dict:
+    import numpy as np
+    with np.load(path) as data:
+        return {k: hashlib.sha256(data[k].tobytes() + str(data[k].dtype).encode() +
+                                  str(data[k].shape).encode()).hexdigest() for k in sorted(data.files)}
+
+
+def run_case(case: str, mode: str, shim: str, work: Path, toggle_ms: int) -> dict:
+    dump = work / f"{case}.{mode}.npz"
+    stats = work / f"{case}.{mode}.stats.json"
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(work / "inductor")
+    env["TRITON_CACHE_DIR"] = str(work / "triton")
+    env["CUPY_CACHE_DIR"] = str(work / "cupy")
+    if mode in ("open", "toggle"):
+        env["LD_PRELOAD"] = shim
+        env["SLUICE_STATS_FILE"] = str(stats)
+        env["SLUICE_GATE"] = "open" if mode == "open" else f"toggle:{toggle_ms}"
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, __file__, "--worker", case, "--dump", str(dump)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    result = {"mode": mode, "seconds": round(time.monotonic() - start, 1), "rc": proc.returncode}
+    if proc.returncode != 0:
+        result["error"] = (proc.stderr or proc.stdout)[-3000:]
+        return result
+    result["digest"] = digest(dump)
+    if stats.exists():
+        result["stats"] = json.loads(stats.read_text())
+    shim_lines = [line for line in proc.stderr.splitlines() if line.startswith("sluice[")]
+    if shim_lines:
+        result["shim_log"] = shim_lines[:20]
+    return result
+
+
+def summarize_stats(stats: dict | None) -> dict:
+    if not stats:
+        return {}
+    keys = ("launches", "copies", "memsets", "module_loads", "unmanaged_total", "held", "inline",
+            "proc_unknown", "deferred_errors", "forced_releases")
+    return {k: stats[k] for k in keys if k in stats}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--worker", choices=CASES)
+    parser.add_argument("--dump")
+    parser.add_argument("--shim", help="path of libsluice.so")
+    parser.add_argument("--out", default=".")
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--toggle-ms", type=int, default=2)
+    args = parser.parse_args()
+    if args.worker:
+        run_worker(args.worker, args.dump)
+        return 0
+
+    if subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode != 0:
+        print("check_frameworks: no GPU here; skipping")
+        return 77
+    shim = str(Path(args.shim).resolve())
+    out = Path(args.out)
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    report = {"shim": shim, "toggle_ms": args.toggle_ms, "cases": {}}
+    for case in args.cases.split(","):
+        runs = {mode: run_case(case, mode, shim, work, args.toggle_ms)
+                for mode in ("baseline", "baseline2", "open", "toggle")}
+        base = runs["baseline"].get("digest")
+        verdict = {}
+        for mode, run in runs.items():
+            if mode == "baseline":
+                continue
+            verdict[mode] = "identical" if base and run.get("digest") == base else (
+                "error" if "error" in run else "DIFFERENT")
+        report["cases"][case] = {"runs": runs, "verdict": verdict}
+        print(f"{case}: {verdict}", flush=True)
+
+    all_identical = all(v == "identical" for c in report["cases"].values() for v in c["verdict"].values())
+    unmanaged = sum(r.get("stats", {}).get("unmanaged_total", 0)
+                    for c in report["cases"].values() for r in c["runs"].values())
+    report["all_identical"] = all_identical
+    report["unmanaged_total"] = unmanaged
+    (out / "frameworks.json").write_text(json.dumps(report, indent=2))
+
+    lines = ["| workload | baseline twice | shim, gate open | shim, gate toggling | launches | copies | "
+             "module loads | held (toggle) | unmanaged |", "|---|---|---|---|---|---|---|---|---|"]
+    for case, c in report["cases"].items():
+        s_open = summarize_stats(c["runs"]["open"].get("stats"))
+        s_tog = summarize_stats(c["runs"]["toggle"].get("stats"))
+        lines.append(f"| {case} | {c['verdict']['baseline2']} | {c['verdict']['open']} | "
+                     f"{c['verdict']['toggle']} | {s_open.get('launches', '?')} | "
+                     f"{s_open.get('copies', '?')} | {s_open.get('module_loads', '?')} | "
+                     f"{s_tog.get('held', '?')} | {s_open.get('unmanaged_total', '?')}/"
+                     f"{s_tog.get('unmanaged_total', '?')} |")
+    (out / "frameworks.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0 if all_identical and unmanaged == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
