@@ -15,6 +15,10 @@ Outputs (into --out):
   * proc_table.inc: one X-macro line per cuGetProcAddress answer:
         SLUICE_PROC("base", version, per_thread, symbol)
   * driver_symbols.txt: the exported names, one per line (for the linker version script test).
+  * queued_ops.inc: one X-macro line per `queue:<kind>` entry of api_policy.txt, for the shim's
+    generated hooks of stream-ordered calls whose arguments are plain values:
+        SLUICE_QUEUED(name, kind, abi, stream_arg, bytes_expr, (params), (args))
+  * libsluice.map: the linker version script that exports exactly the driver's names.
 
 Nothing here is a hand-kept list of the driver's functions: a new toolkit regenerates everything.
 """
@@ -28,7 +32,9 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-TREATMENTS = {"hook", "sync", "meta", "unmanaged"}
+TREATMENTS = {"hook", "sync", "meta", "unmanaged", "queue"}
+OP_KINDS = {"kernel", "copy", "memset", "event_record", "event_wait", "host_fn", "mem_op", "mem_free",
+            "graph", "prefetch"}
 DECL_RE = re.compile(r"\bCUresult\s+(cu[A-Za-z0-9_]+)\s*\(([^;]*?)\)\s*;")
 PFN_RE = re.compile(r"\bPFN_(cu[A-Za-z0-9_]+?)_v(\d+)(_ptsz|_ptds)?\)\s*\(")
 ALIAS_RE = re.compile(r"^\s*#\s*define\s+(cu[A-Za-z0-9_]+)\s+(?:__CUDA_API_PT(?:DS|SZ)\()?(cu[A-Za-z0-9_]+)\)?\s*$")
@@ -87,8 +93,10 @@ def parse_declarations(text: str) -> dict[str, list[tuple[str, str]]]:
     return decls
 
 
-def parse_policy(path: Path, symbols: dict) -> tuple[dict[str, str], list[str]]:
+def parse_policy(path: Path, symbols: dict) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """Returns ({symbol: treatment}, {symbol: op kind of a `queue:<kind>` entry}, problems)."""
     treatment_of: dict[str, str] = {}
+    kind_of: dict[str, str] = {}
     problems: list[str] = []
     for lineno, raw in enumerate(path.read_text().splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
@@ -96,6 +104,12 @@ def parse_policy(path: Path, symbols: dict) -> tuple[dict[str, str], list[str]]:
             continue
         words = line.split()
         treatment, names = words[0], words[1:]
+        kind = None
+        if treatment.startswith("queue:"):
+            treatment, kind = "queue", treatment[len("queue:"):]
+            if kind not in OP_KINDS:
+                problems.append(f"{path}:{lineno}: unknown operation kind '{kind}'")
+                continue
         if treatment not in TREATMENTS:
             problems.append(f"{path}:{lineno}: unknown treatment '{treatment}'")
             continue
@@ -115,7 +129,9 @@ def parse_policy(path: Path, symbols: dict) -> tuple[dict[str, str], list[str]]:
                 if target in treatment_of and treatment_of[target] != treatment:
                     problems.append(f"{path}:{lineno}: '{target}' is already '{treatment_of[target]}'")
                 treatment_of[target] = treatment
-    return treatment_of, problems
+                if kind is not None:
+                    kind_of[target] = kind
+    return treatment_of, kind_of, problems
 
 
 def stream_argument(params: list[tuple[str, str]]) -> str | None:
@@ -123,6 +139,22 @@ def stream_argument(params: list[tuple[str, str]]) -> str | None:
         if type_ == "CUstream":
             return name
     return None
+
+
+def payload_bytes(name: str, params: list[tuple[str, str]]) -> str:
+    """A C++ expression for the bytes a queued call moves or sets, from cuda.h's parameter names."""
+    names = {n for _, n in params}
+    element = {"D8": 1, "D16": 2, "D32": 4}
+    width = next((w for tag, w in element.items() if re.search(tag + r"(Async|_)", name)), 1)
+    if "ByteCount" in names:
+        return "ByteCount"
+    if {"Width", "Height"} <= names:
+        return f"Width * Height * {width}"
+    if "N" in names:
+        return f"N * {width}"
+    if "count" in names and "Prefetch" in name:
+        return "count"
+    return "0"
 
 
 def parse_pfn_versions(texts: list[str]) -> dict[str, dict[int, set[str]]]:
@@ -194,7 +226,10 @@ def main() -> None:
     if len(symbols) < 400:
         fail(f"only {len(symbols)} driver functions found in {include}/cuda.h; is this a CUDA toolkit?")
 
-    treatment_of, problems = parse_policy(args.policy, symbols)
+    treatment_of, kind_of, problems = parse_policy(args.policy, symbols)
+    for name in kind_of:
+        if stream_argument(symbols[name]) is None:
+            problems.append(f"'{name}' is queued but has no CUstream parameter")
     if problems:
         fail("\n  ".join(["api_policy.txt is inconsistent with cuda.h:"] + problems))
 
@@ -207,6 +242,7 @@ def main() -> None:
 
     defaulted = []
     lines = []
+    queued = []
     for name in sorted(symbols):
         params = symbols[name]
         stream = stream_argument(params)
@@ -219,6 +255,12 @@ def main() -> None:
                 treatment = "forward"
         param_text = ", ".join(f"{t} {n}" for t, n in params) if params else "void"
         arg_text = ", ".join(n for _, n in params)
+        if treatment == "queue":
+            # A generated hook: listed as HOOK so that no forwarder is emitted for it.
+            abi = "per_thread" if name.endswith(("_ptsz", "_ptds")) else "legacy"
+            queued.append(f"SLUICE_QUEUED({name}, {kind_of[name]}, {abi}, {stream}, "
+                          f"{payload_bytes(name, params)}, ({param_text}), ({arg_text}))")
+            treatment = "hook"
         lines.append(f"SLUICE_SYM({name}, {treatment.upper()}, {stream or 'none'}, ({param_text}), ({arg_text}))")
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -228,6 +270,11 @@ def main() -> None:
     (args.out / "proc_table.inc").write_text(header + "\n".join(proc_lines) + "\n")
     (args.out / "driver_symbols.txt").write_text("\n".join(sorted(symbols)) + "\n")
     (args.out / "unmanaged_by_default.txt").write_text("\n".join(defaulted) + "\n")
+    (args.out / "queued_ops.inc").write_text(header + "\n".join(queued) + "\n")
+    exported = "".join(f"    {name};\n" for name in sorted(symbols))
+    (args.out / "libsluice.map").write_text(
+        "/* Generated by shim/gen/gen_driver_api.py: libsluice.so exports the driver ABI and nothing else. */\n"
+        f"{{\n  global:\n{exported}  local:\n    *;\n}};\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,108 @@
+// The engine's internal state: per-stream queues, event states, the kernel catalog and the release
+// thread. Private to shim/core.
+//
+// Lock order (outer to inner): EventState::mu, StreamState::mu, EngineData::active_mu. No sluice
+// lock is held while calling the driver or the gate, except StreamState::drain_mu, which only the
+// thread submitting a stream's queue holds.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "sluice/shim/engine.h"
+#include "sluice/shim/handle_map.h"
+
+namespace sluice::shim {
+
+// Satisfied once `count` calls queued on `state` went to the driver.
+struct Dependency {
+  StreamState* state = nullptr;
+  std::uint64_t count = 0;
+};
+
+struct HeldOp {
+  OpDesc desc;
+  CUstream app_stream = nullptr;     // the handle the application passed
+  SubmitFn submit;
+  std::vector<Dependency> deps;      // other queues this call must follow
+  EventState* event = nullptr;       // the event it records or waits on
+  bool records_event = false;
+  bool blocking = false;             // counted in EngineData::held_blocking
+  std::uint64_t hold_ns = 0;         // when it was queued
+};
+
+struct alignas(64) StreamState {
+  // Read by every call on the stream (the fast path); written when work is held or released.
+  std::atomic<std::uint32_t> held{0};
+  std::atomic<bool> registered{false};
+  std::atomic<bool> blocking{true};  // synchronizes with the legacy stream (no CU_STREAM_NON_BLOCKING)
+  std::atomic<std::int32_t> device{-1};
+  bool legacy = false;
+  CUstream handle = nullptr;
+
+  alignas(64) std::mutex mu;  // guards queue; enqueued and submitted change only under it
+  std::deque<HeldOp> queue;
+  std::atomic<std::uint64_t> enqueued{0};
+  std::atomic<std::uint64_t> submitted{0};
+  std::mutex drain_mu;        // one submitting thread per queue
+  std::atomic<int> deferred_error{CUDA_SUCCESS};
+  bool active = false;        // listed in EngineData::active (guarded by EngineData::active_mu)
+};
+
+struct EventState {
+  std::mutex mu;  // serializes holding calls that refer to the event; guards the dependencies
+  std::atomic<std::uint32_t> pending_refs{0};     // held records and waits
+  std::atomic<std::uint32_t> pending_records{0};  // held records
+  Dependency last_ref;
+  Dependency last_record;
+};
+
+// Parameter layout of a kernel, for deep copies of held launches.
+struct ParamLayout {
+  bool known = false;
+  std::vector<std::size_t> sizes;
+};
+
+struct KernelRecord {
+  std::atomic<const KernelInfo*> info{nullptr};
+  std::atomic<const ParamLayout*> layout{nullptr};
+  std::atomic<const void*> owner{nullptr};  // the CUmodule or CUlibrary, when known
+};
+
+struct EngineData {
+  HandleMap<StreamState> streams;
+  HandleMap<EventState> events{std::size_t{1} << 15};
+  HandleMap<KernelRecord> kernels;
+  StreamState legacy;
+
+  std::atomic<std::uint64_t> held_total{0};
+  std::atomic<std::uint64_t> held_blocking{0};  // held calls on blocking streams and the legacy one
+
+  std::mutex active_mu;
+  std::vector<StreamState*> active;  // streams with held calls
+
+  std::mutex progress_mu;
+  std::condition_variable progress_cv;
+  std::uint64_t progress_epoch = 0;  // guarded by progress_mu
+
+  std::mutex thread_mu;
+  std::thread release_thread;
+  std::atomic<bool> stopping{false};
+
+  std::mutex catalog_mu;  // guards the maps and arenas below
+  std::unordered_map<const void*, std::uint64_t> image_hashes;  // CUmodule/CUlibrary -> image hash
+  std::deque<KernelInfo> infos;      // never freed: a gate may still read an old KernelInfo
+  std::deque<ParamLayout> layouts;
+
+  std::mutex capture_mu;
+  std::vector<std::pair<CUstream, std::thread::id>> captures;  // streams capturing now
+};
+
+}  // namespace sluice::shim

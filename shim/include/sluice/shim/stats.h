@@ -1,0 +1,129 @@
+// Counters of everything the shim saw and did, reported at exit (SLUICE_STATS_FILE) and to sluiced.
+//
+// The per-operation counters sit on the launch fast path, so each thread counts into a shard of its
+// own (one cache line per kind set, written only by that thread) and readers add the shards up.
+// Rare events (module loads, proc queries, unmanaged calls, forced releases) are plain shared
+// atomics. Every counter is exact; a snapshot is taken without stopping the world.
+//
+// Thread rules: every member may be called from any thread. A shard lives as long as its Stats.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <set>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+
+#include "sluice/shim/driver_api.h"
+#include "sluice/shim/gate.h"
+
+namespace sluice::shim {
+
+namespace detail {
+// The calling thread's shard of the Stats it used last (keyed by Stats id, never by address).
+struct ShardCache {
+  std::uint64_t owner = 0;
+  void* shard = nullptr;
+};
+inline thread_local ShardCache t_shard_cache;
+}  // namespace detail
+
+inline constexpr std::size_t kOpKinds = static_cast<std::size_t>(OpKind::kCount);
+
+// Totals at one moment, in plain integers.
+struct StatsSnapshot {
+  std::array<std::uint64_t, kOpKinds> inline_ops{};  // submitted on the caller's thread
+  std::array<std::uint64_t, kOpKinds> held_ops{};    // queued, submitted later
+  std::array<std::uint64_t, kOpKinds> failed_ops{};  // the driver refused the submission
+  std::uint64_t waited_ops = 0;       // not queueable: the caller waited for admission
+  std::uint64_t forced_releases = 0;  // held past the hold limit and released regardless of the gate
+  std::uint64_t sync_waits = 0;       // sync points that had to wait for held work
+  std::uint64_t deferred_errors = 0;  // held operations the driver refused (reported at a sync)
+  std::uint64_t chunked_copies = 0;   // copies split into gated chunks
+  std::uint64_t module_loads = 0;     // cuModuleLoad*, cuLibraryLoad*
+  std::uint64_t proc_queries = 0;     // cuGetProcAddress calls
+  std::uint64_t proc_unknown = 0;     // of which for names the shim's table lacks (forwarded)
+  std::uint64_t export_tables = 0;    // cuGetExportTable calls (forwarded)
+  std::uint64_t unmanaged_total = 0;  // calls of stream-ordered entry points sluice does not queue
+  std::array<std::uint64_t, kSymCount> unmanaged{};
+
+  std::uint64_t total(const std::array<std::uint64_t, kOpKinds>& per_kind) const noexcept;
+  std::uint64_t of(OpKind kind) const noexcept;  // inline + held + waited ops of one kind
+};
+
+class Stats {
+ public:
+  Stats();
+  Stats(const Stats&) = delete;
+  Stats& operator=(const Stats&) = delete;
+
+  void count_inline(OpKind kind) noexcept { bump(shard().inline_ops, kind); }
+  void count_held(OpKind kind) noexcept { bump(shard().held_ops, kind); }
+  void count_failed(OpKind kind) noexcept { bump(shard().failed_ops, kind); }
+  void count_waited() noexcept { waited_ops_.fetch_add(1, std::memory_order_relaxed); }
+  void count_forced_release() noexcept { forced_releases_.fetch_add(1, std::memory_order_relaxed); }
+  void count_sync_wait() noexcept { sync_waits_.fetch_add(1, std::memory_order_relaxed); }
+  void count_deferred_error() noexcept { deferred_errors_.fetch_add(1, std::memory_order_relaxed); }
+  void count_chunked_copy() noexcept { chunked_copies_.fetch_add(1, std::memory_order_relaxed); }
+  void count_module_load() noexcept { module_loads_.fetch_add(1, std::memory_order_relaxed); }
+  void count_proc_query() noexcept { proc_queries_.fetch_add(1, std::memory_order_relaxed); }
+  void count_export_table() noexcept { export_tables_.fetch_add(1, std::memory_order_relaxed); }
+  void count_unmanaged(Sym sym) noexcept {
+    unmanaged_[static_cast<std::size_t>(sym)].fetch_add(1, std::memory_order_relaxed);
+  }
+  // Counts a cuGetProcAddress answer the shim's table lacked. Returns true the first time `name`
+  // is seen (so the caller logs it once).
+  bool note_unknown_proc(std::string_view name);
+
+  StatsSnapshot snapshot() const;
+  std::set<std::string> unknown_proc_names() const;
+
+  // One JSON object with every counter; `gate` names the gate in force.
+  std::string to_json(std::string_view gate) const;
+
+ private:
+  using Counter = std::atomic<std::uint64_t>;
+  struct alignas(64) Shard {
+    std::array<Counter, kOpKinds> inline_ops{};
+    std::array<Counter, kOpKinds> held_ops{};
+    std::array<Counter, kOpKinds> failed_ops{};
+  };
+
+  // Only the owning thread writes a shard, so a plain load and store count exactly without a
+  // locked instruction.
+  static void bump(std::array<Counter, kOpKinds>& counters, OpKind kind) noexcept {
+    Counter& c = counters[static_cast<std::size_t>(kind)];
+    c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
+  Shard& shard() noexcept {
+    if (detail::t_shard_cache.owner == id_) return *static_cast<Shard*>(detail::t_shard_cache.shard);
+    return shard_slow();
+  }
+  Shard& shard_slow() noexcept;
+
+  const std::uint64_t id_;  // distinguishes Stats objects in the per-thread shard cache
+  mutable std::mutex mu_;   // guards shards_, shard_of_, unknown_names_
+  std::deque<Shard> shards_;
+  std::unordered_map<std::thread::id, Shard*> shard_of_;
+  std::set<std::string, std::less<>> unknown_names_;
+  Shard shared_shard_;  // used by threads whose own shard could not be allocated
+
+  Counter waited_ops_{0};
+  Counter forced_releases_{0};
+  Counter sync_waits_{0};
+  Counter deferred_errors_{0};
+  Counter chunked_copies_{0};
+  Counter module_loads_{0};
+  Counter proc_queries_{0};
+  Counter proc_unknown_{0};
+  Counter export_tables_{0};
+  std::array<Counter, kSymCount> unmanaged_{};
+};
+
+}  // namespace sluice::shim
