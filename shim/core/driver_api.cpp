@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace sluice::shim {
@@ -47,6 +48,50 @@ bool find_sym(std::string_view name, Sym& out) {
     }
   }
   return false;
+}
+
+namespace {
+constexpr ProcRow kProcRows[] = {
+#define SLUICE_PROC(base, version, per_thread, symbol) {base, version, per_thread != 0, Sym::symbol},
+#include "proc_table.inc"
+#undef SLUICE_PROC
+};
+}  // namespace
+
+std::span<const ProcRow> proc_rows(std::string_view base) {
+  // The generator sorts the table by (base, version, per-thread).
+  struct ByBase {
+    bool operator()(const ProcRow& row, std::string_view name) const { return row.base < name; }
+    bool operator()(std::string_view name, const ProcRow& row) const { return name < row.base; }
+  };
+  auto [first, last] = std::equal_range(std::begin(kProcRows), std::end(kProcRows), base, ByBase{});
+  return {first, last};
+}
+
+bool find_proc(std::string_view base, int version, bool per_thread, Sym& out,
+               CUdriverProcAddressQueryResult& status) {
+  const std::span<const ProcRow> rows = proc_rows(base);
+  if (rows.empty()) {
+    status = CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
+    return false;
+  }
+  const ProcRow* plain = nullptr;
+  const ProcRow* threaded = nullptr;
+  for (const ProcRow& row : rows) {
+    if (row.version > version) continue;
+    (row.per_thread ? threaded : plain) = &row;  // rows ascend by version: the last one wins
+  }
+  const ProcRow* chosen = plain;
+  if (per_thread && threaded != nullptr && (chosen == nullptr || threaded->version >= chosen->version)) {
+    chosen = threaded;
+  }
+  if (chosen == nullptr) {
+    status = CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT;
+    return false;
+  }
+  status = CU_GET_PROC_ADDRESS_SUCCESS;
+  out = chosen->sym;
+  return true;
 }
 
 }  // namespace sluice::shim

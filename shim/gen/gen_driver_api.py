@@ -256,11 +256,9 @@ def main() -> None:
         param_text = ", ".join(f"{t} {n}" for t, n in params) if params else "void"
         arg_text = ", ".join(n for _, n in params)
         if treatment == "queue":
-            # A generated hook: listed as HOOK so that no forwarder is emitted for it.
             abi = "per_thread" if name.endswith(("_ptsz", "_ptds")) else "legacy"
             queued.append(f"SLUICE_QUEUED({name}, {kind_of[name]}, {abi}, {stream}, "
                           f"{payload_bytes(name, params)}, ({param_text}), ({arg_text}))")
-            treatment = "hook"
         lines.append(f"SLUICE_SYM({name}, {treatment.upper()}, {stream or 'none'}, ({param_text}), ({arg_text}))")
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,109 @@
+// The hooks that are more than a call into the engine: the loader entry points and module images.
+#include "hooks.h"
+
+#include <fstream>
+#include <iterator>
+#include <string>
+
+#include "sluice/common/log.h"
+#include "sluice/shim/module_image.h"
+
+namespace sluice::shim::preload {
+
+CUresult no_driver(Runtime* rt, Sym sym) noexcept {
+  if (rt == nullptr) return CUDA_ERROR_NOT_INITIALIZED;  // called back while sluice initializes
+  warn_once(*rt, sym, "no CUDA driver is loaded (see the first error); returning CUDA_ERROR_NO_DEVICE");
+  return CUDA_ERROR_NO_DEVICE;
+}
+
+CUresult init(Runtime& rt, decltype(DriverApi::cuInit) fn, unsigned flags) {
+  const CUresult result = fn(flags);
+  if (result == CUDA_SUCCESS) select_gate(rt);
+  return result;
+}
+
+CUresult get_export_table(Runtime& rt, decltype(DriverApi::cuGetExportTable) fn, const void** table,
+                          const CUuuid* id) {
+  // cudart's private interface: forwarded as is (cudart registers its own modules through it).
+  rt.engine->stats().count_export_table();
+  return fn(table, id);
+}
+
+namespace {
+
+// The shim's own export that matches what the real driver answered: the driver knows best which
+// ABI variant fits (name, version, flags); sluice hands out its wrapper of that same variant.
+bool match_real_answer(const Runtime& rt, std::string_view base, void* real_address, Sym& out) {
+  for (const ProcRow& row : proc_rows(base)) {
+    if (rt.real.address(row.sym) == real_address) {
+      out = row.sym;
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+CUresult get_proc_address(Runtime& rt, const char* symbol, void** pfn, int version, cuuint64_t flags,
+                          CUdriverProcAddressQueryResult* status) {
+  rt.engine->stats().count_proc_query();
+  if (symbol == nullptr || pfn == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  const std::string_view base(symbol);
+  const bool per_thread = (flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM) != 0;
+  auto answer = [&](void* address, CUdriverProcAddressQueryResult result, CUresult code) {
+    *pfn = address;
+    if (status != nullptr) *status = result;
+    return code;
+  };
+
+  if (!rt.driver_loaded) {  // answer from the table: every wrapper then reports the missing driver
+    Sym sym{};
+    CUdriverProcAddressQueryResult result = CU_GET_PROC_ADDRESS_SUCCESS;
+    if (!find_proc(base, version, per_thread, sym, result)) return answer(nullptr, result, CUDA_ERROR_NOT_FOUND);
+    return answer(own_entry_point(sym), result, CUDA_SUCCESS);
+  }
+
+  // The real driver decides whether the function exists for this version, and which variant.
+  void* real_address = nullptr;
+  CUdriverProcAddressQueryResult real_status = CU_GET_PROC_ADDRESS_SUCCESS;
+  CUresult real_result = CUDA_ERROR_NOT_FOUND;
+  if (rt.real.cuGetProcAddress_v2 != nullptr) {
+    real_result = rt.real.cuGetProcAddress_v2(symbol, &real_address, version, flags, &real_status);
+  } else if (rt.real.cuGetProcAddress != nullptr) {
+    real_result = rt.real.cuGetProcAddress(symbol, &real_address, version, flags);
+    if (real_address == nullptr) real_status = CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
+  }
+  if (real_address == nullptr) return answer(nullptr, real_status, real_result);
+
+  Sym sym{};
+  CUdriverProcAddressQueryResult table_status = CU_GET_PROC_ADDRESS_SUCCESS;
+  if (match_real_answer(rt, base, real_address, sym) ||
+      (find_proc(base, version, per_thread, sym, table_status) && rt.real.address(sym) != nullptr)) {
+    return answer(own_entry_point(sym), real_status, real_result);
+  }
+  // A function this build's cuda.h does not know: hand out the driver's own. Counted and named in
+  // the statistics, logged once: nothing bypasses sluice silently.
+  if (rt.engine->stats().note_unknown_proc(base)) {
+    log::warn("cuGetProcAddress('{}', {}): unknown to sluice's driver table; calls to it bypass sluice",
+              base, version);
+  }
+  return answer(real_address, real_status, real_result);
+}
+
+void image_loaded(Runtime& rt, const void* handle, bool library, const void* image, const char* path) {
+  std::string file;
+  ImageView view = image_view(image);
+  if (image == nullptr && path != nullptr) {
+    std::ifstream in(path, std::ios::binary);
+    file.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    view = {file.data(), file.size()};
+  }
+  if (library) {
+    rt.engine->library_loaded(static_cast<CUlibrary>(const_cast<void*>(handle)), view.data, view.size);
+  } else {
+    rt.engine->module_loaded(static_cast<CUmodule>(const_cast<void*>(handle)), view.data, view.size);
+  }
+}
+
+}  // namespace sluice::shim::preload
