@@ -1,10 +1,9 @@
 // The hooks that are more than a call into the engine: the loader entry points and module images.
 #include "hooks.h"
 
-#include <fstream>
-#include <iterator>
 #include <string>
 
+#include "real_driver.h"
 #include "sluice/common/log.h"
 #include "sluice/shim/module_image.h"
 
@@ -95,8 +94,7 @@ void image_loaded(Runtime& rt, const void* handle, bool library, const void* ima
   std::string file;
   ImageView view = image_view(image);
   if (image == nullptr && path != nullptr) {
-    std::ifstream in(path, std::ios::binary);
-    file.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    if (!read_file(path, file)) file.clear();
     view = {file.data(), file.size()};
   }
   if (library) {

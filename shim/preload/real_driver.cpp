@@ -7,8 +7,6 @@
 
 #include <cstdint>
 #include <cstring>
-#include <fstream>
-#include <iterator>
 #include <sstream>
 
 #include "sluice/common/env.h"
@@ -64,14 +62,28 @@ std::vector<std::string> search_candidates() {
 
 }  // namespace
 
+bool read_file(const std::string& path, std::string& out) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  out.clear();
+  char buffer[1 << 16];
+  for (;;) {
+    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n <= 0) {
+      ::close(fd);
+      return n == 0;
+    }
+    out.append(buffer, static_cast<std::size_t>(n));
+  }
+}
+
 std::vector<std::string> ldconfig_cache_entries(const std::string& cache_path, const std::string& soname) {
   // glibc's cache: "glibc-ld.so.cache" "1.1", nlibs, len_strings, flags, padding, extension offset,
   // three unused words, then nlibs entries {i32 flags; u32 key; u32 value; u32 osversion; u64 hwcap}
   // whose key and value are offsets of NUL-terminated strings from the start of that header.
   std::vector<std::string> out;
-  std::ifstream in(cache_path, std::ios::binary);
-  if (!in) return out;
-  const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string data;
+  if (!read_file(cache_path, data)) return out;
   static constexpr char kMagic[] = "glibc-ld.so.cache1.1";
   const std::size_t header = data.find(kMagic);
   constexpr std::size_t kHeaderSize = 48;

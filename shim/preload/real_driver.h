@@ -19,6 +19,9 @@ struct LoadedDriver {
 
 LoadedDriver load_real_driver();
 
+// The whole content of a file; false when it cannot be read.
+bool read_file(const std::string& path, std::string& out);
+
 // Paths of libcuda.so.1 listed in an ld.so.cache file (new format), in cache order.
 std::vector<std::string> ldconfig_cache_entries(const std::string& cache_path, const std::string& soname);
 

@@ -1,0 +1,148 @@
+// Launch-bound loop of tiny kernels through the CUDA driver API, for measuring what libsluice.so
+// adds per launch on a real GPU. Run it twice in one job, with and without
+// LD_PRELOAD=libsluice.so (scripts/gpu/launch_overhead.sh does), and compare.
+//
+//   launch_overhead [--launches N] [--warmup N]
+//
+// Prints one JSON object: launches, wall time, launches per second (including the final
+// synchronize), and the per-call host time of cuLaunchKernel (p50, p99, mean, in microseconds).
+// Exits 77 when there is no GPU (or no driver at all).
+//
+// The driver is opened with dlopen("libcuda.so.1") rather than linked, so that the program starts
+// on machines without one; with LD_PRELOAD=libsluice.so that name is the shim.
+#include <cuda.h>
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+// An empty kernel in PTX, JIT-compiled by the driver for whatever GPU is present.
+const char kPtx[] =
+    ".version 7.0\n"
+    ".target sm_50\n"
+    ".address_size 64\n"
+    ".visible .entry tiny(.param .u32 tiny_param_0)\n"
+    "{\n"
+    "  ret;\n"
+    "}\n";
+
+struct Driver {
+  decltype(&::cuInit) init;
+  decltype(&::cuDeviceGetCount) device_count;
+  decltype(&::cuDeviceGet) device_get;
+  decltype(&::cuDeviceGetName) device_name;
+  decltype(&::cuDevicePrimaryCtxRetain) primary_ctx_retain;
+  decltype(&::cuCtxSetCurrent) ctx_set_current;
+  decltype(&::cuStreamCreate) stream_create;
+  decltype(&::cuModuleLoadData) module_load_data;
+  decltype(&::cuModuleGetFunction) module_get_function;
+  decltype(&::cuLaunchKernel) launch_kernel;
+  decltype(&::cuStreamSynchronize) stream_synchronize;
+  decltype(&::cuGetErrorName) error_name;
+} cu;
+
+template <typename T>
+bool resolve(void* library, const char* name, T& out) {
+  out = reinterpret_cast<T>(dlsym(library, name));
+  return out != nullptr;
+}
+
+bool open_driver() {
+  void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
+  return lib != nullptr && resolve(lib, "cuInit", cu.init) && resolve(lib, "cuDeviceGetCount", cu.device_count) &&
+         resolve(lib, "cuDeviceGet", cu.device_get) && resolve(lib, "cuDeviceGetName", cu.device_name) &&
+         resolve(lib, "cuDevicePrimaryCtxRetain", cu.primary_ctx_retain) &&
+         resolve(lib, "cuCtxSetCurrent", cu.ctx_set_current) && resolve(lib, "cuStreamCreate", cu.stream_create) &&
+         resolve(lib, "cuModuleLoadData", cu.module_load_data) &&
+         resolve(lib, "cuModuleGetFunction", cu.module_get_function) &&
+         resolve(lib, "cuLaunchKernel", cu.launch_kernel) &&
+         resolve(lib, "cuStreamSynchronize", cu.stream_synchronize) && resolve(lib, "cuGetErrorName", cu.error_name);
+}
+
+bool check(CUresult result, const char* what) {
+  if (result == CUDA_SUCCESS) return true;
+  const char* name = nullptr;
+  cu.error_name(result, &name);
+  std::fprintf(stderr, "launch_overhead: %s failed: %s\n", what, name != nullptr ? name : "?");
+  return false;
+}
+
+double percentile(std::vector<double>& values, double q) {
+  const auto index = static_cast<std::size_t>(q * static_cast<double>(values.size() - 1));
+  std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(index), values.end());
+  return values[index];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  long launches = 200000;
+  long warmup = 5000;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (std::strcmp(argv[i], "--launches") == 0) launches = std::atol(argv[i + 1]);
+    if (std::strcmp(argv[i], "--warmup") == 0) warmup = std::atol(argv[i + 1]);
+  }
+  if (launches <= 0 || warmup < 0) {
+    std::fprintf(stderr, "usage: launch_overhead [--launches N] [--warmup N]\n");
+    return 2;
+  }
+  int devices = 0;
+  if (!open_driver() || cu.init(0) != CUDA_SUCCESS || cu.device_count(&devices) != CUDA_SUCCESS || devices == 0) {
+    std::fprintf(stderr, "launch_overhead: no GPU\n");
+    return 77;
+  }
+  CUdevice device = 0;
+  CUcontext ctx = nullptr;
+  CUstream stream = nullptr;
+  CUmodule module = nullptr;
+  CUfunction tiny = nullptr;
+  char name[256] = {};
+  if (!check(cu.device_get(&device, 0), "cuDeviceGet") || !check(cu.device_name(name, sizeof name, device), "cuDeviceGetName") ||
+      !check(cu.primary_ctx_retain(&ctx, device), "cuDevicePrimaryCtxRetain") ||
+      !check(cu.ctx_set_current(ctx), "cuCtxSetCurrent") || !check(cu.stream_create(&stream, CU_STREAM_NON_BLOCKING), "cuStreamCreate") ||
+      !check(cu.module_load_data(&module, kPtx), "cuModuleLoadData") ||
+      !check(cu.module_get_function(&tiny, module, "tiny"), "cuModuleGetFunction")) {
+    return 1;
+  }
+  unsigned value = 1;
+  void* params[] = {&value};
+  for (long i = 0; i < warmup; ++i) {
+    if (!check(cu.launch_kernel(tiny, 1, 1, 1, 32, 1, 1, 0, stream, params, nullptr), "cuLaunchKernel")) return 1;
+  }
+  if (!check(cu.stream_synchronize(stream), "cuStreamSynchronize")) return 1;
+
+  using Clock = std::chrono::steady_clock;
+  std::vector<double> call_us;
+  call_us.reserve(static_cast<std::size_t>(launches));
+  const auto start = Clock::now();
+  for (long i = 0; i < launches; ++i) {
+    const auto t0 = Clock::now();
+    const CUresult result = cu.launch_kernel(tiny, 1, 1, 1, 32, 1, 1, 0, stream, params, nullptr);
+    const auto t1 = Clock::now();
+    if (!check(result, "cuLaunchKernel")) return 1;
+    call_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+  }
+  if (!check(cu.stream_synchronize(stream), "cuStreamSynchronize")) return 1;
+  const double wall_s = std::chrono::duration<double>(Clock::now() - start).count();
+
+  double sum = 0;
+  for (double v : call_us) sum += v;
+  const double mean = sum / static_cast<double>(call_us.size());
+  const double p50 = percentile(call_us, 0.50);
+  const double p99 = percentile(call_us, 0.99);
+  const char* preload = std::getenv("LD_PRELOAD");
+  const bool through_sluice = preload != nullptr && std::strstr(preload, "sluice") != nullptr;
+  std::printf(
+      "{\"device\": \"%s\", \"sluice\": %s, \"launches\": %ld, \"wall_s\": %.6f, \"launches_per_s\": %.1f, "
+      "\"p50_us\": %.4f, \"p99_us\": %.4f, \"mean_us\": %.4f}\n",
+      name, through_sluice ? "true" : "false", launches, wall_s, static_cast<double>(launches) / wall_s, p50,
+      p99, mean);
+  return 0;
+}
