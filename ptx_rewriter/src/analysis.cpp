@@ -122,18 +122,30 @@ bool intersects(const std::set<std::string>& a, const std::set<std::string>& b) 
   return std::any_of(a.begin(), a.end(), [&](const std::string& x) { return b.contains(x); });
 }
 
-// Values derived from `tainted` registers, through instructions and, when a tainted value is
-// stored, through loads from the same state space. Flow-insensitive: iterates to a fixed point.
-std::set<std::string> propagate(const std::vector<Statement>& body, std::set<std::string> tainted,
-                                bool* stored_anywhere = nullptr) {
-  std::set<std::string> spaces;
+// How taint crosses a load: `values` when a value loaded through a tainted address is itself
+// tainted (it depends on the atom result that chose the address); `addresses` when only address
+// arithmetic carries taint (the value stored at a variable is not the variable's address).
+enum class Flow { values, addresses };
+
+struct Propagation {
+  std::set<std::string> tainted;
+  std::set<std::string> stored_spaces;  // state spaces a tainted value was stored to
+};
+
+// Registers derived from `seeds`, through instructions and, when a tainted value is stored, through
+// loads from the same state space. Flow-insensitive: iterates to a fixed point.
+Propagation propagate(const std::vector<Statement>& body, std::set<std::string> seeds, Flow flow) {
+  Propagation result{std::move(seeds), {}};
+  std::set<std::string>& tainted = result.tainted;
+  std::set<std::string>& spaces = result.stored_spaces;
   bool changed = true;
   while (changed) {
     changed = false;
     for (const Statement& statement : body) {
       if (statement.kind != Statement::Kind::instruction) continue;
       const Instruction& instruction = statement.instruction;
-      if (const Tokens* target = written_memory_operand(instruction)) {
+      const Tokens* target = written_memory_operand(instruction);
+      if (target != nullptr) {
         // st [a], v / atom d, [a], v: the stored values are the registers outside [a] (and d).
         std::set<std::string> values;
         for (std::size_t i = has_destination(instruction) ? 1 : 0; i < instruction.operands.size();
@@ -142,14 +154,21 @@ std::set<std::string> propagate(const std::vector<Statement>& body, std::set<std
             collect_registers(instruction.operands[i], false, values);
           }
         }
-        if (intersects(values, tainted)) {
-          if (stored_anywhere != nullptr) *stored_anywhere = true;
-          changed |= spaces.insert(memory_space(instruction)).second;
-        }
+        if (intersects(values, tainted)) changed |= spaces.insert(memory_space(instruction)).second;
         if (instruction.base() != "atom") continue;
       }
-      bool taint = intersects(sources(instruction), tainted);
-      if (is_load(instruction)) {
+      const bool reads_memory = is_load(instruction) || instruction.base() == "atom";
+      bool taint = false;
+      if (reads_memory && flow == Flow::addresses) {
+        std::set<std::string> outside;
+        for (std::size_t i = 1; i < instruction.operands.size(); ++i) {
+          collect_registers(instruction.operands[i], false, outside);
+        }
+        taint = intersects(outside, tainted);
+      } else {
+        taint = intersects(sources(instruction), tainted);
+      }
+      if (reads_memory) {
         const std::string space = memory_space(instruction);
         taint |= spaces.contains(space) || spaces.contains("generic") ||
                  (space == "generic" && !spaces.empty());
@@ -158,7 +177,22 @@ std::set<std::string> propagate(const std::vector<Statement>& body, std::set<std
       for (const std::string& reg : destinations(instruction)) changed |= tainted.insert(reg).second;
     }
   }
-  return tainted;
+  return result;
+}
+
+// Whether every call in `function` goes to a builtin that only reads its arguments, so that passing
+// it an address (a printf format string) does not let anything write there.
+bool calls_only_reading_builtins(const Function& function) {
+  for (const Statement& statement : function.body) {
+    const Instruction& instruction = statement.instruction;
+    if (statement.kind != Statement::Kind::instruction || instruction.base() != "call") continue;
+    const bool has_returns = !instruction.operands.empty() && instruction.operands[0][0].is("(");
+    const std::size_t target = has_returns ? 1 : 0;
+    if (target >= instruction.operands.size()) return false;
+    const std::string& callee = instruction.operands[target][0].text;
+    if (callee != "vprintf" && callee != "__assertfail") return false;
+  }
+  return true;
 }
 
 // Labels of a body, by statement index.
@@ -293,7 +327,7 @@ void check_communication(const Function& function, FunctionFacts& facts) {
         function.name));
   }
   if (atom_results.empty()) return;
-  const std::set<std::string> derived = propagate(body, atom_results);
+  const std::set<std::string> derived = propagate(body, atom_results, Flow::values).tainted;
   for (const Statement& statement : body) {
     if (statement.kind != Statement::Kind::instruction) continue;
     const Instruction& instruction = statement.instruction;
@@ -386,9 +420,12 @@ std::set<std::string> written_variables(const Module& module,
     }
     for (auto& [name, seeds] : address_registers) {
       if (written.contains(name)) continue;
-      bool stored = false;
-      const std::set<std::string> derived = propagate(function->body, seeds, &stored);
-      if (stored) written.insert(name);  // the address itself went to memory or a call
+      const Propagation flow = propagate(function->body, seeds, Flow::addresses);
+      const std::set<std::string>& derived = flow.tainted;
+      // The address itself went to memory or to a call that might write through it.
+      const bool only_to_readers = flow.stored_spaces == std::set<std::string>{"param"} &&
+                                   calls_only_reading_builtins(*function);
+      if (!flow.stored_spaces.empty() && !only_to_readers) written.insert(name);
       for (const Statement& statement : function->body) {
         if (statement.kind != Statement::Kind::instruction) continue;
         const Tokens* target = written_memory_operand(statement.instruction);

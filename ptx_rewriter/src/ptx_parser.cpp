@@ -455,6 +455,9 @@ class Parser {
       }
       const Token token = next();
       if (nesting == 0 && token.is(";")) break;
+      if (nesting == 0 && token.is("}")) {
+        return make_error("line {}: expected ';' after {}", statement.line, instruction.opcode);
+      }
       if (nesting == 0 && token.is(",")) {
         if (operand.empty()) return error_at(token, "empty operand");
         instruction.operands.push_back(std::move(operand));

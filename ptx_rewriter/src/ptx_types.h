@@ -15,10 +15,3 @@ bool is_data_type(std::string_view type);
 bool is_state_space(std::string_view word);  // .global, .shared, .const, .local, .param, ...
 
 }  // namespace sluice::ptx::detail
-
-namespace sluice::ptx {
-
-// Decimal, 0x hexadecimal, 0b binary or 0-prefixed octal, with an optional U suffix.
-bool parse_number(std::string_view text, std::uint64_t& value);
-
-}  // namespace sluice::ptx

@@ -9,14 +9,8 @@
 // .nv_fatbin section. Exit codes: 0 done, 2 bad usage, 3 a file could not be read or written,
 // 4 malformed input, 5 `instrument` found no killable kernel (the output is still written).
 #include <CLI/CLI.hpp>
-#include <fcntl.h>
 #include <fmt/format.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -26,6 +20,7 @@
 #include "sluice/ptx/fatbin.h"
 #include "sluice/ptx/inspect.h"
 #include "sluice/ptx/instrument.h"
+#include "sluice/ptx/mapped_file.h"
 #include "sluice/ptx/report_json.h"
 
 namespace {
@@ -44,43 +39,12 @@ struct Failure {
 
 [[noreturn]] void fail(Exit code, std::string message) { throw Failure{code, std::move(message)}; }
 
-// A read-only mapping of a whole file: the toolkit's libraries are hundreds of megabytes.
-class MappedFile {
- public:
-  explicit MappedFile(const std::string& path) : path_(path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) fail(kIo, fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
-    struct stat st {};
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-      ::close(fd);
-      fail(kIo, fmt::format("{}: not a regular file", path));
-    }
-    size_ = static_cast<std::size_t>(st.st_size);
-    if (size_ > 0) {
-      void* address = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-      if (address == MAP_FAILED) {
-        ::close(fd);
-        fail(kIo, fmt::format("{}: cannot map: {}", path, std::strerror(errno)));
-      }
-      data_ = static_cast<const std::byte*>(address);
-    }
-    ::close(fd);
-  }
-  MappedFile(const MappedFile&) = delete;
-  MappedFile& operator=(const MappedFile&) = delete;
-  ~MappedFile() {
-    if (data_ != nullptr) ::munmap(const_cast<std::byte*>(data_), size_);
-  }
-
-  Bytes bytes() const { return Bytes(data_, size_); }
-  std::string_view text() const { return {reinterpret_cast<const char*>(data_), size_}; }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-  const std::byte* data_ = nullptr;
-  std::size_t size_ = 0;
-};
+// Maps an input file or ends the command with kIo.
+MappedFile map_or_fail(const std::string& path) {
+  auto file = MappedFile::open(path);
+  if (!file) fail(kIo, file.error().message);
+  return std::move(file).value();
+}
 
 void write_file(const std::filesystem::path& path, std::string_view contents) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
@@ -162,7 +126,7 @@ void print_entries(const Inspection& inspection, bool every_entry) {
 }
 
 int run_inspect(const InspectArgs& args) {
-  const MappedFile file(args.file);
+  const MappedFile file = map_or_fail(args.file);
   InspectOptions options;
   options.device_arch = args.arch;
   options.analysis.allow_uninitialized_reads = args.uninitialized_reads;
@@ -196,7 +160,7 @@ struct ExtractArgs {
 };
 
 int run_extract(const ExtractArgs& args) {
-  const MappedFile file(args.file);
+  const MappedFile file = map_or_fail(args.file);
   std::vector<Fatbin> fatbins;
   switch (classify_image(file.bytes().first(std::min<std::size_t>(file.bytes().size(), 64)))) {
     case ImageKind::fatbin:
@@ -256,7 +220,7 @@ struct InstrumentArgs {
 };
 
 int run_instrument(const InstrumentArgs& args) {
-  const MappedFile file(args.input);
+  const MappedFile file = map_or_fail(args.input);
   InstrumentOptions options;
   options.broadcast = args.broadcast == "shared" ? Broadcast::shared_word : Broadcast::barrier_reduction;
   options.analysis.allow_uninitialized_reads = args.uninitialized_reads;
@@ -325,7 +289,7 @@ int run_coverage(const CoverageArgs& args) {
                fmt::format("PTX for sm_{}", args.arch), "killable");
   }
   for (const std::string& path : args.files) {
-    const MappedFile file(path);
+    const MappedFile file = map_or_fail(path);
     InspectOptions options;
     options.device_arch = args.arch;
     const Inspection inspection = or_fail(inspect(file.bytes(), options), path);

@@ -40,6 +40,10 @@ using Tokens = std::vector<Token>;
 // after commas, nothing elsewhere ("[%rd1+8]", "{%r1, %r2}", "%r<12>").
 std::string join_tokens(const Tokens& tokens);
 
+// An integer literal as PTX writes it: decimal, 0x hexadecimal, 0b binary or 0-prefixed octal,
+// with an optional U suffix. False when `text` is not one.
+bool parse_number(std::string_view text, std::uint64_t& value);
+
 // One entry of a parameter list: `.param .align 8 .b8 p[16]`, `.param .u64 .ptr .global .align 1 x`,
 // `.reg .b32 r` (old-style .func parameters).
 struct Param {
