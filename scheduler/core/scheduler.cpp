@@ -656,7 +656,8 @@ void Scheduler::tick(std::uint64_t now) {
 std::uint64_t Scheduler::next_tick(std::uint64_t now) const {
   std::uint64_t next = std::max(next_share_ns_, now);
   for (const auto& [ordinal, dev] : devices_) {
-    if (!dev->rt_active && dev->ever_active && now - dev->rt_idle_since_ns < params_.holdoff_ns) {
+    // A device held shut by the hold-off reopens when it ends (now, if it already has).
+    if (dev->mode == GateMode::shut && !dev->rt_active) {
       next = std::min(next, dev->rt_idle_since_ns + params_.holdoff_ns);
     }
   }

@@ -1,0 +1,252 @@
+#include "tracker.h"
+
+#include <cmath>
+
+namespace sluice::sched {
+
+namespace {
+
+// The last track a thread used, so that the submitting path rarely takes tracks_mu_.
+struct TrackCache {
+  const void* owner = nullptr;
+  CUstream stream = nullptr;
+  CUcontext ctx = nullptr;
+  void* track = nullptr;
+};
+thread_local TrackCache tls_track;
+
+// The sample begun by before_submit on this thread, finished by on_submit.
+struct PendingSample {
+  const void* owner = nullptr;
+  std::uint64_t seq = 0;
+  CUevent start = nullptr;
+  CUcontext ctx = nullptr;
+  protocol::SampleMsg message{};
+};
+thread_local PendingSample tls_sample;
+
+}  // namespace
+
+CompletionTracker::CompletionTracker(const shim::DriverApi& driver) : driver_(driver) {}
+
+// Events are not destroyed: the tracker lives until the process exits, when the driver may already
+// be tearing down its contexts.
+CompletionTracker::~CompletionTracker() = default;
+
+CUcontext CompletionTracker::current_context() const {
+  CUcontext ctx = nullptr;
+  if (driver_.cuCtxGetCurrent != nullptr) driver_.cuCtxGetCurrent(&ctx);
+  return ctx;
+}
+
+CompletionTracker::Track* CompletionTracker::track_for(CUstream stream, CUcontext ctx, int device) {
+  TrackCache& cache = tls_track;
+  if (cache.owner == this && cache.stream == stream && cache.ctx == ctx) return static_cast<Track*>(cache.track);
+  std::lock_guard lock(tracks_mu_);
+  auto& candidates = tracks_[stream];
+  Track* found = nullptr;
+  for (auto& track : candidates) {
+    if (track->ctx == ctx) found = track.get();
+  }
+  if (found == nullptr) {
+    auto track = std::make_unique<Track>();
+    track->stream = stream;
+    track->ctx = ctx;
+    track->device = device;
+    track->queryable = stream != CU_STREAM_PER_THREAD;
+    found = track.get();
+    candidates.push_back(std::move(track));
+    all_tracks_.push_back(found);
+  }
+  cache = TrackCache{this, stream, ctx, found};
+  return found;
+}
+
+CUevent CompletionTracker::take_event(CUcontext ctx, bool timing) {
+  {
+    std::lock_guard lock(pool_mu_);
+    auto& pool = (timing ? timing_pool_ : marker_pool_)[ctx];
+    if (!pool.empty()) {
+      CUevent event = pool.back();
+      pool.pop_back();
+      return event;
+    }
+  }
+  CUevent event = nullptr;
+  if (driver_.cuEventCreate == nullptr ||
+      driver_.cuEventCreate(&event, timing ? CU_EVENT_DEFAULT : CU_EVENT_DISABLE_TIMING) != CUDA_SUCCESS) {
+    return nullptr;
+  }
+  return event;
+}
+
+void CompletionTracker::give_event(CUcontext ctx, CUevent event, bool timing) {
+  std::lock_guard lock(pool_mu_);
+  (timing ? timing_pool_ : marker_pool_)[ctx].push_back(event);
+}
+
+bool CompletionTracker::submitted(const shim::OpDesc& op, std::uint64_t predicted_ns, std::uint64_t marker_ns) {
+  CUcontext ctx = op.ctx != nullptr ? op.ctx : current_context();
+  Track* track = track_for(op.stream, ctx, device_index(op.device));
+  Marker marker;
+  bool need_marker = false;
+  {
+    std::lock_guard lock(track->mu);
+    track->submitted_ns += predicted_ns;
+    track->submitted_ops += 1;
+    marker.cumulative_ns = track->submitted_ns;
+    marker.cumulative_ops = track->submitted_ops;
+    need_marker = !track->queryable || track->submitted_ns - track->marked_ns >= marker_ns;
+    if (need_marker) track->marked_ns = track->submitted_ns;
+  }
+  if (!need_marker) return true;
+  marker.event = take_event(ctx, false);
+  if (marker.event != nullptr && driver_.cuEventRecord(marker.event, op.stream) == CUDA_SUCCESS) {
+    std::lock_guard lock(track->mu);
+    track->markers.push_back(marker);
+    return true;
+  }
+  if (marker.event != nullptr) give_event(ctx, marker.event, false);
+  if (track->queryable) return true;  // a stream query will retire it
+  // Nothing can tell when this completes: count it as complete (fail open).
+  std::lock_guard lock(track->mu);
+  track->submitted_ns -= predicted_ns;
+  track->submitted_ops -= 1;
+  track->marked_ns = track->submitted_ns;
+  return false;
+}
+
+void CompletionTracker::begin_sample(const shim::OpDesc& op, std::uint64_t identity, std::uint64_t work,
+                                     protocol::OpKind kind) {
+  CUcontext ctx = op.ctx != nullptr ? op.ctx : current_context();
+  CUevent start = take_event(ctx, true);
+  if (start == nullptr) return;
+  if (driver_.cuEventRecord(start, op.stream) != CUDA_SUCCESS) {
+    give_event(ctx, start, true);
+    return;
+  }
+  PendingSample& pending = tls_sample;
+  if (pending.owner == this && pending.start != nullptr) {
+    // A sample begun without on_submit (the engine never submitted it): recycle its event.
+    give_event(pending.ctx, pending.start, true);
+    samples_in_flight_.fetch_sub(1, std::memory_order_relaxed);
+  }
+  pending = PendingSample{this, op.seq, start, ctx, {}};
+  pending.message.type = static_cast<std::uint16_t>(protocol::MsgType::sample);
+  pending.message.kind = kind;
+  pending.message.device = static_cast<std::int16_t>(device_index(op.device));
+  pending.message.kernel_id = identity;
+  pending.message.work = work;
+  pending.message.seq = op.seq;
+  samples_in_flight_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void CompletionTracker::end_sample(const shim::OpDesc& op, bool submitted_ok) {
+  PendingSample& pending = tls_sample;
+  if (pending.owner != this || pending.seq != op.seq || pending.start == nullptr) return;
+  Sample sample;
+  sample.start = pending.start;
+  sample.ctx = pending.ctx;
+  sample.message = pending.message;
+  pending = PendingSample{};
+  if (submitted_ok) sample.end = take_event(sample.ctx, true);
+  if (sample.end == nullptr || driver_.cuEventRecord(sample.end, op.stream) != CUDA_SUCCESS) {
+    give_event(sample.ctx, sample.start, true);
+    if (sample.end != nullptr) give_event(sample.ctx, sample.end, true);
+    samples_in_flight_.fetch_sub(1, std::memory_order_relaxed);
+    return;
+  }
+  Track* track = track_for(op.stream, sample.ctx, device_index(op.device));
+  std::lock_guard lock(track->mu);
+  track->samples.push_back(sample);
+}
+
+void CompletionTracker::retire(Track& track, std::uint64_t to_ns, std::uint64_t to_ops, Progress& out) {
+  std::lock_guard lock(track.mu);
+  if (to_ns > track.retired_ns) {
+    out.retired_ns[static_cast<std::size_t>(track.device)] += to_ns - track.retired_ns;
+    track.retired_ns = to_ns;
+  }
+  if (to_ops > track.retired_ops) track.retired_ops = to_ops;
+}
+
+// Pops the items at the front of `queue` whose event completed (or failed), oldest first, and
+// hands each to `done` with the query's result. Only the gate's thread pops, so the front stays
+// put while the lock is released for the query.
+template <typename Item, typename EventOf, typename Done>
+void CompletionTracker::pop_completed(Track& track, std::deque<Item>& queue, EventOf event_of, Done done) {
+  for (;;) {
+    Item item;
+    {
+      std::lock_guard lock(track.mu);
+      if (queue.empty()) return;
+      item = queue.front();
+    }
+    CUresult result = driver_.cuEventQuery(event_of(item));
+    if (result == CUDA_ERROR_NOT_READY) return;
+    {
+      std::lock_guard lock(track.mu);
+      queue.pop_front();
+    }
+    done(item, result);
+  }
+}
+
+void CompletionTracker::poll_track(Track& track, Progress& out) {
+  // Markers complete in stream order: retire up to each completed one.
+  pop_completed(track, track.markers, [](const Marker& m) { return m.event; },
+                [&](const Marker& marker, CUresult result) {
+                  retire(track, marker.cumulative_ns, marker.cumulative_ops, out);
+                  if (result == CUDA_SUCCESS) give_event(track.ctx, marker.event, false);
+                });
+  pop_completed(track, track.samples, [](const Sample& s) { return s.end; },
+                [&](Sample sample, CUresult result) {
+                  float ms = 0;
+                  auto elapsed = driver_.cuEventElapsedTime_v2 != nullptr ? driver_.cuEventElapsedTime_v2
+                                                                           : driver_.cuEventElapsedTime;
+                  if (result == CUDA_SUCCESS && elapsed != nullptr &&
+                      elapsed(&ms, sample.start, sample.end) == CUDA_SUCCESS && ms > 0) {
+                    sample.message.duration_ns = static_cast<std::uint64_t>(std::llround(static_cast<double>(ms) * 1e6));
+                    if (sample.message.duration_ns > 0) out.samples.push_back(sample.message);
+                  }
+                  give_event(sample.ctx, sample.start, true);
+                  give_event(sample.ctx, sample.end, true);
+                  samples_in_flight_.fetch_sub(1, std::memory_order_relaxed);
+                });
+  // A stream that is idle has completed everything submitted before the query.
+  std::uint64_t submitted_ns = 0, submitted_ops = 0;
+  bool outstanding = false;
+  {
+    std::lock_guard lock(track.mu);
+    submitted_ns = track.submitted_ns;
+    submitted_ops = track.submitted_ops;
+    outstanding = track.submitted_ops > track.retired_ops;
+  }
+  if (outstanding && track.queryable && driver_.cuStreamQuery != nullptr) {
+    if (driver_.cuCtxSetCurrent != nullptr) driver_.cuCtxSetCurrent(track.ctx);
+    CUstreamCaptureStatus capture = CU_STREAM_CAPTURE_STATUS_NONE;
+    // Querying a stream under capture would invalidate the capture: leave it to the markers.
+    bool capturing = driver_.cuStreamIsCapturing != nullptr &&
+                     driver_.cuStreamIsCapturing(track.stream, &capture) == CUDA_SUCCESS &&
+                     capture != CU_STREAM_CAPTURE_STATUS_NONE;
+    if (!capturing) {
+      CUresult result = driver_.cuStreamQuery(track.stream);
+      if (result != CUDA_ERROR_NOT_READY) retire(track, submitted_ns, submitted_ops, out);  // errors fail open
+    }
+  }
+  std::lock_guard lock(track.mu);
+  std::uint64_t unretired = track.submitted_ops - std::min(track.submitted_ops, track.retired_ops);
+  out.unretired_ops[static_cast<std::size_t>(track.device)] += unretired;
+  out.active = out.active || unretired > 0 || !track.samples.empty();
+}
+
+void CompletionTracker::poll(Progress& out) {
+  std::vector<Track*> tracks;
+  {
+    std::lock_guard lock(tracks_mu_);
+    tracks = all_tracks_;
+  }
+  for (Track* track : tracks) poll_track(*track, out);
+}
+
+}  // namespace sluice::sched

@@ -1,0 +1,24 @@
+// What sluiced learns about a connecting process from the kernel: credentials from SO_PEERCRED,
+// executable, command line and cgroup from /proc. Never from the client's own messages.
+#pragma once
+
+#include <sys/types.h>
+
+#include "sluice/common/result.h"
+#include "sluice/scheduler/policy.h"
+
+namespace sluice::sched {
+
+struct PeerCredentials {
+  pid_t pid = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+Result<PeerCredentials> peer_credentials(int socket_fd);
+
+// Reads /proc/PID. Fields that cannot be read (another user's exe link without privileges) fall
+// back to what can (the comm name) or stay empty; only a vanished process is an error.
+Result<ClientIdentity> read_identity(const PeerCredentials& peer);
+
+}  // namespace sluice::sched

@@ -1,0 +1,49 @@
+// sluiced's server: the Unix socket, the handshake, one shared segment per client, and the loop
+// that feeds client messages to the scheduling core and its decisions back. docs/daemon.md
+// describes what it does from the operator's side.
+//
+// Thread rules: run() on one thread; stop() and reload() from any thread (they only wake run()).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sluice/common/result.h"
+
+namespace sluice::sched {
+
+struct ServerOptions {
+  std::string socket_path;
+  std::optional<std::string> policy_path;  // none: the built-in policy (everyone BE)
+  std::vector<int> devices;                // served devices; empty: all
+  bool handle_signals = false;             // SIGTERM/SIGINT stop, SIGHUP reloads the policy
+};
+
+class Server {
+ public:
+  // Loads the policy and binds the socket. Fails (naming the file or the socket) when the policy
+  // does not load, the socket's directory cannot be made, or another sluiced listens there.
+  static Result<std::unique_ptr<Server>> start(const ServerOptions& options);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Serves until stop() (or SIGTERM/SIGINT with handle_signals).
+  Status run();
+  void stop() noexcept;
+  void reload() noexcept;  // as SIGHUP
+
+  const std::string& socket_path() const;
+  std::uint64_t epoch() const;
+
+  class Impl;
+
+ private:
+  explicit Server(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sluice::sched

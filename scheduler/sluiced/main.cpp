@@ -1,0 +1,97 @@
+// sluiced: the central scheduler. A thin main over sluice_sched's Server (docs/daemon.md).
+//
+//   1. parse the command line
+//   2. resolve the socket ($SLUICE_SOCKET, /run/sluice as root, else $XDG_RUNTIME_DIR)
+//   3. load the policy and bind the socket (Server::start)
+//   4. serve until SIGTERM/SIGINT; SIGHUP reloads the policy
+#include <CLI/CLI.hpp>
+
+#include <charconv>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "sluice/common/log.h"
+#include "sluice/protocol/socket_path.h"
+#include "sluice/scheduler/server.h"
+
+namespace {
+
+// "all" or a comma-separated list of device ordinals.
+sluice::Result<std::vector<int>> parse_devices(const std::string& text) {
+  std::vector<int> devices;
+  if (text == "all") return devices;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    std::size_t end = text.find(',', start);
+    if (end == std::string::npos) end = text.size();
+    int ordinal = -1;
+    auto [ptr, ec] = std::from_chars(text.data() + start, text.data() + end, ordinal);
+    if (ec != std::errc() || ptr != text.data() + end || ordinal < 0 || ordinal > 63) {
+      return sluice::make_error("--gpu '{}': expected 'all' or ordinals 0..63 separated by commas", text);
+    }
+    devices.push_back(ordinal);
+    start = end + 1;
+  }
+  return devices;
+}
+
+int run(int argc, char** argv) {
+  CLI::App app{"sluiced: gives real-time GPU work priority over best-effort work"};
+  std::string policy, socket, gpus = "all", level;
+  app.add_option("--policy,-p", policy, "policy file (JSON; see docs/policy.md); default: everyone best-effort");
+  app.add_option("--socket,-s", socket, "socket path (default: $SLUICE_SOCKET, /run/sluice/sluiced.sock as root, "
+                                        "else $XDG_RUNTIME_DIR/sluice/sluiced.sock)");
+  app.add_option("--gpu", gpus, "devices to serve: 'all' or ordinals like 0,1 (default all)");
+  app.add_option("--log-level", level, "error, warn, info (default), debug, trace; SLUICE_LOG also works");
+  CLI11_PARSE(app, argc, argv);
+
+  sluice::log::set_component("sluiced");
+  sluice::log::Level parsed = sluice::log::Level::info;
+  if (!level.empty() && !sluice::log::parse_level(level, parsed)) {
+    sluice::log::error("--log-level '{}': expected error, warn, info, debug or trace", level);
+    return 2;
+  }
+  if (!level.empty() || std::getenv("SLUICE_LOG") == nullptr) sluice::log::set_level(parsed);
+
+  sluice::sched::ServerOptions options;
+  if (socket.empty()) {
+    auto resolved = sluice::protocol::daemon_socket_path();
+    if (!resolved) {
+      sluice::log::error("{}", resolved.error().message);
+      return 2;
+    }
+    socket = *resolved;
+  }
+  options.socket_path = socket;
+  if (!policy.empty()) options.policy_path = policy;
+  auto devices = parse_devices(gpus);
+  if (!devices) {
+    sluice::log::error("{}", devices.error().message);
+    return 2;
+  }
+  options.devices = *devices;
+  options.handle_signals = true;
+
+  auto server = sluice::sched::Server::start(options);
+  if (!server) {
+    sluice::log::error("cannot start: {}", server.error().message);
+    return 1;
+  }
+  if (auto status = (*server)->run(); !status) {
+    sluice::log::error("{}", status.error().message);
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& error) {
+    sluice::log::error("fatal: {}", error.what());
+    return 1;
+  }
+}
