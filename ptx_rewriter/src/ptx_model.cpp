@@ -60,10 +60,16 @@ bool is_wordish(const Token& token) { return token.kind != TokenKind::punct; }
 
 }  // namespace
 
+// Two tokens that would read back as a comment when written together: "/" then "/" or "*".
+bool would_start_comment(const Token& left, const Token& right) {
+  return left.text.ends_with('/') && (right.text.starts_with('/') || right.text.starts_with('*'));
+}
+
 std::string join_tokens(const Tokens& tokens) {
   std::string out;
   for (std::size_t i = 0; i < tokens.size(); ++i) {
-    if (i > 0 && ((is_wordish(tokens[i - 1]) && is_wordish(tokens[i])) || tokens[i - 1].is(","))) {
+    if (i > 0 && ((is_wordish(tokens[i - 1]) && is_wordish(tokens[i])) || tokens[i - 1].is(",") ||
+                  would_start_comment(tokens[i - 1], tokens[i]))) {
       out += ' ';
     }
     out += tokens[i].text;

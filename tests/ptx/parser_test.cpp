@@ -256,6 +256,15 @@ TEST(PtxRoundTrip, GeneratedModules) {
   }
 }
 
+// Found by fuzz_ptx_module: "/" "/" printed together read back as a comment.
+TEST(PtxRoundTrip, SlashesDoNotBecomeComments) {
+  const std::string text = with_header(".entry k()\n{\n.loc 1 2 3 c/ /path/ /* x */ / *y\nret;\n}\n");
+  expect_round_trip(text, "slashes");
+  const Module module = parse_ok(text);
+  const Statement& loc = module.find_function("k")->body.at(0);
+  EXPECT_EQ(join_tokens(loc.args), "1 2 3 c/ /path/ / *y");
+}
+
 TEST(PtxStatements, ParseOnTheirOwn) {
   auto statements = parse_statements("{\n.reg .b32 %x;\nmov.u32 %x, 1;\n$L: @%p bra $L;\n}\n");
   ASSERT_TRUE(statements) << statements.error().message;
