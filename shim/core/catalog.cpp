@@ -31,6 +31,22 @@ bool read_layout(Getter getter, Handle handle, ParamLayout& layout) {
   return false;
 }
 
+// A CUfunction argument may be a CUkernel handle. Asked about the other kind of handle, the driver
+// can answer CUDA_ERROR_INVALID_VALUE, the same answer that ends a parameter list, which would read
+// as "no parameters" and launch a held copy without arguments. So the handle's kind is settled
+// first, by asking for its name, and only the matching getter is used.
+bool read_any_layout(const DriverApi& driver, CUfunction func, ParamLayout& layout) {
+  const char* name = nullptr;
+  if (driver.cuFuncGetName != nullptr && driver.cuFuncGetName(&name, func) == CUDA_SUCCESS) {
+    return read_layout(driver.cuFuncGetParamInfo, func, layout);
+  }
+  if (driver.cuKernelGetName != nullptr &&
+      driver.cuKernelGetName(&name, as_kernel(func)) == CUDA_SUCCESS) {
+    return read_layout(driver.cuKernelGetParamInfo, as_kernel(func), layout);
+  }
+  return false;
+}
+
 }  // namespace
 
 const KernelInfo* Engine::find(CUfunction func) noexcept {
@@ -75,8 +91,7 @@ const ParamLayout* Engine::param_layout(CUfunction func) {
   KernelRecord* record = data_->kernels.find_or_insert(func, [](KernelRecord&) {});
   if (const ParamLayout* layout = record->layout.load(std::memory_order_acquire)) return layout;
   ParamLayout layout;
-  layout.known = read_layout(driver_.cuFuncGetParamInfo, func, layout) ||
-                 read_layout(driver_.cuKernelGetParamInfo, as_kernel(func), layout);
+  layout.known = read_any_layout(driver_, func, layout);
   if (!layout.known) {
     SLUICE_LOG_ONCE(info, "the driver cannot size kernel parameters (cuFuncGetParamInfo); launches "
                           "that cannot be held wait on their thread instead");

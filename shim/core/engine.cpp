@@ -30,6 +30,9 @@ std::vector<StreamState*> snapshot(EngineData& data) {
   return data.active;
 }
 
+// The engine whose release thread this is (nullptr on every other thread).
+thread_local const Engine* t_release_thread_of = nullptr;
+
 bool met(const Dependency& dep) noexcept {
   return dep.state == nullptr || dep.state->submitted.load(std::memory_order_acquire) >= dep.count;
 }
@@ -57,6 +60,10 @@ Engine::~Engine() {
 
 void Engine::set_gate(Gate* gate) noexcept {
   gate_.store(gate != nullptr ? gate : &open_gate_, std::memory_order_release);
+  // Wait for the release thread's current pass, which may still be asking the previous gate.
+  if (t_release_thread_of != this) {
+    std::lock_guard pass(data_->pass_mu);
+  }
   gate_changed();
 }
 
@@ -404,6 +411,7 @@ void Engine::ensure_release_thread() {
 }
 
 void Engine::release_thread_main() {
+  t_release_thread_of = this;
   // Submitting held work must never trip another thread's global-mode capture.
   if (driver_.cuThreadExchangeStreamCaptureMode != nullptr) {
     CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
@@ -418,7 +426,10 @@ void Engine::release_thread_main() {
       seen = d.progress_epoch;
     }
     bool progress = false;
-    for (StreamState* state : snapshot(d)) progress |= drain(*state, false, current);
+    {
+      std::lock_guard pass(d.pass_mu);
+      for (StreamState* state : snapshot(d)) progress |= drain(*state, false, current);
+    }
     if (progress) continue;
     if (d.stopping.load(std::memory_order_acquire)) return;
     // With work held, wake up now and then: gates that forget gate_changed(), and the hold limit.

@@ -94,6 +94,7 @@ struct EngineData {
 
   std::mutex thread_mu;
   std::thread release_thread;
+  std::mutex pass_mu;  // held by the release thread while it drains (set_gate waits for it)
   std::atomic<bool> stopping{false};
 
   std::mutex catalog_mu;  // guards the maps and arenas below

@@ -97,7 +97,9 @@ class Engine final : public GateListener, public KernelCatalog {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  // The gate in force; nullptr restores the built-in open gate. The gate must outlive its use.
+  // The gate in force; nullptr restores the built-in open gate. Returns once the release thread
+  // no longer uses the previous gate; application threads in the middle of a call may still use it
+  // until that call returns. Must not be called from inside a gate's callbacks.
   void set_gate(Gate* gate) noexcept;
   Gate& gate() const noexcept { return *gate_.load(std::memory_order_acquire); }
 
