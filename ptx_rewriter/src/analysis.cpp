@@ -17,20 +17,56 @@ constexpr std::string_view kJitBuiltins[] = {"vprintf", "malloc", "free", "__ass
 
 constexpr std::string_view kClusterDirectives[] = {".reqnctapercluster", ".explicitcluster",
                                                    ".maxclusterrank", ".blocksareclusters"};
-constexpr std::string_view kClusterRegisters[] = {"%cluster_ctaid", "%cluster_nctaid",
-                                                  "%cluster_ctarank", "%cluster_nctarank",
-                                                  "%clusterid", "%nclusterid", "%is_explicit_cluster"};
-constexpr std::string_view kSpecialRegisterPrefixes[] = {
-    "%tid", "%ntid", "%laneid", "%warpid", "%nwarpid", "%ctaid", "%nctaid", "%smid", "%nsmid",
-    "%gridid", "%clock", "%lanemask", "%pm", "%envreg", "%globaltimer", "%cluster", "%nclusterid",
-    "%clusterid", "%is_explicit_cluster", "%reserved_smem", "%dynamic_smem_size",
-    "%total_smem_size", "%aggr_smem_size", "%current_graph_exec"};
+constexpr std::string_view kClusterRegisters[] = {
+    "%cluster_ctaid", "%cluster_nctaid", "%cluster_ctarank",    "%cluster_nctarank",
+    "%clusterid",     "%nclusterid",     "%is_explicit_cluster"};
+constexpr std::string_view kSpecialRegisterPrefixes[] = {"%tid",
+                                                         "%ntid",
+                                                         "%laneid",
+                                                         "%warpid",
+                                                         "%nwarpid",
+                                                         "%ctaid",
+                                                         "%nctaid",
+                                                         "%smid",
+                                                         "%nsmid",
+                                                         "%gridid",
+                                                         "%clock",
+                                                         "%lanemask",
+                                                         "%pm",
+                                                         "%envreg",
+                                                         "%globaltimer",
+                                                         "%cluster",
+                                                         "%nclusterid",
+                                                         "%clusterid",
+                                                         "%is_explicit_cluster",
+                                                         "%reserved_smem",
+                                                         "%dynamic_smem_size",
+                                                         "%total_smem_size",
+                                                         "%aggr_smem_size",
+                                                         "%current_graph_exec"};
 
 // Instructions whose first operand, though not a [memory] operand, is read rather than written.
-constexpr std::string_view kNoDestination[] = {
-    "bar", "barrier", "bra", "brx", "call", "ret", "exit", "trap", "membar", "fence", "nanosleep",
-    "setmaxnreg", "griddepcontrol", "pmevent", "brkpt", "prefetch", "prefetchu", "discard",
-    "applypriority", "red", "st"};
+constexpr std::string_view kNoDestination[] = {"bar",
+                                               "barrier",
+                                               "bra",
+                                               "brx",
+                                               "call",
+                                               "ret",
+                                               "exit",
+                                               "trap",
+                                               "membar",
+                                               "fence",
+                                               "nanosleep",
+                                               "setmaxnreg",
+                                               "griddepcontrol",
+                                               "pmevent",
+                                               "brkpt",
+                                               "prefetch",
+                                               "prefetchu",
+                                               "discard",
+                                               "applypriority",
+                                               "red",
+                                               "st"};
 
 template <std::size_t N>
 bool contains(const std::string_view (&list)[N], std::string_view value) {
@@ -174,7 +210,8 @@ Propagation propagate(const std::vector<Statement>& body, std::set<std::string> 
                  (space == "generic" && !spaces.empty());
       }
       if (!taint) continue;
-      for (const std::string& reg : destinations(instruction)) changed |= tainted.insert(reg).second;
+      for (const std::string& reg : destinations(instruction))
+        changed |= tainted.insert(reg).second;
     }
   }
   return result;
@@ -236,7 +273,7 @@ std::vector<bool> loop_membership(const std::vector<Statement>& body) {
 struct FunctionFacts {
   std::vector<SkipReason> reasons;  // cluster, cooperative, communicating
   std::vector<std::string> notes;
-  std::set<std::string> symbols;    // words that may name module functions or variables
+  std::set<std::string> symbols;  // words that may name module functions or variables
   bool indirect_call = false;
 };
 
@@ -271,7 +308,8 @@ void check_cluster_instruction(const Statement& statement, FunctionFacts& facts)
                        base == "mapa" || base == "getctarank" ||
                        instruction.opcode.find(".multicast::cluster") != std::string::npos;
   if (cluster) {
-    add_reason(facts.reasons, "cluster", fmt::format("uses {}", instruction.opcode), statement.line);
+    add_reason(facts.reasons, "cluster", fmt::format("uses {}", instruction.opcode),
+               statement.line);
   }
 }
 
@@ -321,10 +359,11 @@ void check_communication(const Function& function, FunctionFacts& facts) {
     }
   }
   if (reads_nctaid && std::find(in_loop.begin(), in_loop.end(), true) != in_loop.end()) {
-    facts.notes.push_back(fmt::format(
-        "{} reads %nctaid and loops: if it is a grid-stride (persistent) kernel, each block may run "
-        "long and a kill waits for the blocks already running",
-        function.name));
+    facts.notes.push_back(
+        fmt::format("{} reads %nctaid and loops: if it is a grid-stride (persistent) kernel, each "
+                    "block may run "
+                    "long and a kill waits for the blocks already running",
+                    function.name));
   }
   if (atom_results.empty()) return;
   const std::set<std::string> derived = propagate(body, atom_results, Flow::values).tainted;
@@ -337,11 +376,12 @@ void check_communication(const Function& function, FunctionFacts& facts) {
       branch_operand = intersects(sources(instruction), derived);
     }
     if (guarded || branch_operand) {
-      add_reason(facts.reasons, "communicating",
-                 fmt::format("the result of an atom (line {}) decides control flow ({} at line {}): "
-                             "blocks coordinate through memory",
-                             first_atom_line, instruction.opcode, statement.line),
-                 statement.line);
+      add_reason(
+          facts.reasons, "communicating",
+          fmt::format("the result of an atom (line {}) decides control flow ({} at line {}): "
+                      "blocks coordinate through memory",
+                      first_atom_line, instruction.opcode, statement.line),
+          statement.line);
       return;
     }
   }
@@ -444,7 +484,8 @@ bool uses_reserved_prefix(const Module& module) {
     return text.find(kill_abi::kReservedPrefix) != std::string::npos;
   };
   auto tokens_reserved = [&](const Tokens& tokens) {
-    return std::any_of(tokens.begin(), tokens.end(), [&](const Token& t) { return reserved(t.text); });
+    return std::any_of(tokens.begin(), tokens.end(),
+                       [&](const Token& t) { return reserved(t.text); });
   };
   for (const ModuleItem& item : module.items) {
     if (const auto* variable = std::get_if<Variable>(&item)) {
@@ -593,9 +634,9 @@ class ModuleAnalyzer {
           refuse("has no initializer: the host may fill it, and the twin would see its own copy");
         }
       } else {
-        result.notes.push_back(fmt::format(
-            "reads initialized {} {}: the twin assumes the host never overwrites it", variable.space,
-            name));
+        result.notes.push_back(
+            fmt::format("reads initialized {} {}: the twin assumes the host never overwrites it",
+                        variable.space, name));
       }
     }
   }
@@ -612,9 +653,9 @@ class ModuleAnalyzer {
 }  // namespace
 
 std::uint32_t max_param_bytes(const Module& module) {
-  const bool large = (module.version_major > 8 ||
-                      (module.version_major == 8 && module.version_minor >= 1)) &&
-                     module.target_arch() >= 70;
+  const bool large =
+      (module.version_major > 8 || (module.version_major == 8 && module.version_minor >= 1)) &&
+      module.target_arch() >= 70;
   return large ? 32764 : 4096;
 }
 

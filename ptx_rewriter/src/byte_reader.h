@@ -53,14 +53,14 @@ class ByteReader {
 
 // Evaluates a Result-returning expression; on error returns its Error from the enclosing function,
 // otherwise yields the value.
-#define SLUICE_PTX_TRY(var, expr)                               \
-  auto var##_result = (expr);                               \
+#define SLUICE_PTX_TRY(var, expr)                                 \
+  auto var##_result = (expr);                                     \
   if (!var##_result) return std::move(var##_result).take_error(); \
   auto var = std::move(var##_result).value()
 
 // Evaluates a Status-returning expression; on error returns its Error from the enclosing function.
-#define SLUICE_PTX_CHECK(expr)                                      \
-  do {                                                              \
-    if (auto sluice_status_ = (expr); !sluice_status_)              \
-      return std::move(sluice_status_).take_error();                \
+#define SLUICE_PTX_CHECK(expr)                         \
+  do {                                                 \
+    if (auto sluice_status_ = (expr); !sluice_status_) \
+      return std::move(sluice_status_).take_error();   \
   } while (0)

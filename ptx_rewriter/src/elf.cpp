@@ -52,7 +52,8 @@ Bytes ElfFile::contents(const ElfSection& section) const {
 Result<ElfFile> parse_elf(Bytes data) {
   ByteReader in(data, 0);
   SLUICE_PTX_TRY(magic, in.read<std::uint32_t>(0, "ELF magic"));
-  if (magic != 0x464c457fu) return make_error("offset 0x0: not an ELF file (magic {:#010x})", magic);
+  if (magic != 0x464c457fu)
+    return make_error("offset 0x0: not an ELF file (magic {:#010x})", magic);
   SLUICE_PTX_TRY(elf_class, in.read<std::uint8_t>(4, "ELF class"));
   SLUICE_PTX_TRY(encoding, in.read<std::uint8_t>(5, "ELF data encoding"));
   if (elf_class != 2 || encoding != 1) {
@@ -92,8 +93,10 @@ Result<ElfFile> parse_elf(Bytes data) {
                       data.size());
   }
   if (!in.has(shoff, shnum * kSectionHeaderSize)) {
-    return make_error("offset 0x28: section header table ({} entries at {:#x}) runs past the end of "
-                      "the file", shnum, shoff);
+    return make_error(
+        "offset 0x28: section header table ({} entries at {:#x}) runs past the end of "
+        "the file",
+        shnum, shoff);
   }
   std::vector<std::uint32_t> name_offsets;
   for (std::uint64_t i = 0; i < shnum; ++i) {
@@ -108,8 +111,9 @@ Result<ElfFile> parse_elf(Bytes data) {
     SLUICE_PTX_TRY(info, in.read<std::uint32_t>(at + 0x2c, "sh_info"));
     SLUICE_PTX_TRY(entsize, in.read<std::uint64_t>(at + 0x38, "sh_entsize"));
     if (type != kShtNobits && i != 0 && !in.has(offset, size)) {
-      return make_error("offset {:#x}: section {} ({:#x} bytes at {:#x}) runs past the end of the file",
-                        at, i, size, offset);
+      return make_error(
+          "offset {:#x}: section {} ({:#x} bytes at {:#x}) runs past the end of the file", at, i,
+          size, offset);
     }
     section.type = type;
     section.flags = sh_flags;
@@ -150,8 +154,8 @@ Result<std::vector<std::string>> cubin_kernels(const ElfFile& cubin) {
       SLUICE_PTX_TRY(name, in.read<std::uint32_t>(at, "st_name"));
       SLUICE_PTX_TRY(info, in.read<std::uint8_t>(at + 4, "st_info"));
       SLUICE_PTX_TRY(other, in.read<std::uint8_t>(at + 5, "st_other"));
-      const bool kernel = (info & 0xf) == kSttFunc && (info >> 4) == kStbGlobal &&
-                          (other & kStoCudaEntry) != 0;
+      const bool kernel =
+          (info & 0xf) == kSttFunc && (info >> 4) == kStbGlobal && (other & kStoCudaEntry) != 0;
       if (!kernel) continue;
       SLUICE_PTX_TRY(symbol, string_at(in, strings, name, "symbol"));
       kernels.push_back(std::move(symbol));

@@ -43,8 +43,9 @@ Result<FatbinEntry> parse_entry(const ByteReader& in, std::uint64_t at) {
   if (name_size != 0) {
     if (name_offset < kFatbinEntryFixedSize || name_offset > header_size ||
         name_size > header_size - name_offset) {
-      return make_error("offset {:#x}: entry name ({} bytes at {:#x}) lies outside its {}-byte header",
-                        entry.offset, name_size, name_offset, header_size);
+      return make_error(
+          "offset {:#x}: entry name ({} bytes at {:#x}) lies outside its {}-byte header",
+          entry.offset, name_size, name_offset, header_size);
     }
     SLUICE_PTX_TRY(name, in.slice(at + name_offset, name_size, "entry name"));
     entry.name.assign(reinterpret_cast<const char*>(name.data()), name.size());
@@ -98,8 +99,9 @@ Result<Fatbin> parse_container(const ByteReader& in, std::uint64_t at) {
                       kFatbinHeaderSize);
   }
   if (!in.has(at, header_size) || !in.has(at + header_size, body_size)) {
-    return make_error("offset {:#x}: fatbin of {} + {} bytes runs past the end of the input ({:#x})",
-                      fatbin.offset, header_size, body_size, in.absolute(in.size()));
+    return make_error(
+        "offset {:#x}: fatbin of {} + {} bytes runs past the end of the input ({:#x})",
+        fatbin.offset, header_size, body_size, in.absolute(in.size()));
   }
   fatbin.version = version;
   fatbin.size = header_size + body_size;
@@ -123,7 +125,8 @@ Result<std::vector<std::byte>> decompress(const FatbinEntry& entry, DecompressLi
   }
   std::vector<std::byte> out(entry.uncompressed_size);
   if (entry.compression == Compression::zstd) {
-    const std::uint64_t frame = ZSTD_getFrameContentSize(entry.payload.data(), entry.payload.size());
+    const std::uint64_t frame =
+        ZSTD_getFrameContentSize(entry.payload.data(), entry.payload.size());
     if (frame == ZSTD_CONTENTSIZE_ERROR) {
       return make_error("offset {:#x}: payload is not a zstd frame", entry.payload_offset);
     }
@@ -148,10 +151,10 @@ Result<std::vector<std::byte>> decompress(const FatbinEntry& entry, DecompressLi
     return make_error("offset {:#x}: LZ4 payload of {} bytes is too large", entry.payload_offset,
                       entry.payload.size());
   }
-  const int got = LZ4_decompress_safe(reinterpret_cast<const char*>(entry.payload.data()),
-                                      reinterpret_cast<char*>(out.data()),
-                                      static_cast<int>(entry.payload.size()),
-                                      static_cast<int>(std::min<std::uint64_t>(out.size(), INT32_MAX)));
+  const int got = LZ4_decompress_safe(
+      reinterpret_cast<const char*>(entry.payload.data()), reinterpret_cast<char*>(out.data()),
+      static_cast<int>(entry.payload.size()),
+      static_cast<int>(std::min<std::uint64_t>(out.size(), INT32_MAX)));
   if (got < 0) {
     return make_error("offset {:#x}: LZ4 block is corrupt (error {})", entry.payload_offset, got);
   }
@@ -171,9 +174,12 @@ bool same_family(std::uint32_t ptx_arch, std::uint32_t device_arch) {
 
 std::string_view to_string(Compression compression) {
   switch (compression) {
-    case Compression::none: return "none";
-    case Compression::lz4: return "lz4";
-    case Compression::zstd: return "zstd";
+    case Compression::none:
+      return "none";
+    case Compression::lz4:
+      return "lz4";
+    case Compression::zstd:
+      return "zstd";
   }
   return "?";
 }
@@ -187,7 +193,7 @@ std::string_view FatbinEntry::kind_name() const {
 std::string FatbinEntry::arch_name() const {
   std::string suffix = (flags & kFlagArchSpecific) != 0     ? "a"
                        : (flags & kFlagFamilySpecific) != 0 ? "f"
-                                                             : "";
+                                                            : "";
   return fmt::format("{}_{}{}", is_ptx() ? "compute" : "sm", arch, suffix);
 }
 
@@ -195,7 +201,9 @@ std::uint64_t FatbinEntry::content_size() const {
   return compression == Compression::none ? payload.size() : uncompressed_size;
 }
 
-Result<Fatbin> parse_fatbin(Bytes data) { return parse_container(ByteReader(data, 0), 0); }
+Result<Fatbin> parse_fatbin(Bytes data) {
+  return parse_container(ByteReader(data, 0), 0);
+}
 
 Result<std::vector<Fatbin>> parse_fatbins(Bytes data, std::uint64_t base_offset) {
   ByteReader in(data, base_offset);
@@ -272,11 +280,16 @@ Result<FatbinWrapper> parse_fatbin_wrapper(Bytes data) {
 
 std::string_view to_string(ImageKind kind) {
   switch (kind) {
-    case ImageKind::fatbin: return "fatbin";
-    case ImageKind::fatbin_wrapper: return "fatbin-wrapper";
-    case ImageKind::elf: return "elf";
-    case ImageKind::ptx: return "ptx";
-    case ImageKind::unknown: return "unknown";
+    case ImageKind::fatbin:
+      return "fatbin";
+    case ImageKind::fatbin_wrapper:
+      return "fatbin-wrapper";
+    case ImageKind::elf:
+      return "elf";
+    case ImageKind::ptx:
+      return "ptx";
+    case ImageKind::unknown:
+      return "unknown";
   }
   return "?";
 }

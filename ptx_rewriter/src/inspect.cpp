@@ -86,7 +86,8 @@ std::vector<std::string> scan_entry_names(std::string_view text) {
   std::size_t at = 0;
   while ((at = text.find(".entry", at)) != std::string_view::npos) {
     const std::size_t line_start = text.rfind('\n', at) + 1;  // npos + 1 == 0
-    const bool commented = text.substr(line_start, at - line_start).find("//") != std::string_view::npos;
+    const bool commented =
+        text.substr(line_start, at - line_start).find("//") != std::string_view::npos;
     at += 6;
     if (commented || at >= text.size() || (text[at] != ' ' && text[at] != '\t')) continue;
     while (at < text.size() && (text[at] == ' ' || text[at] == '\t')) ++at;
@@ -114,8 +115,8 @@ void inspect_entry(const FatbinEntry& entry, const InspectOptions& options, Coll
     }
     auto module = parse_module(*text);
     if (!module) {
-      summary.error = fmt::format("PTX at offset {:#x}: {}", entry.payload_offset,
-                                  module.error().message);
+      summary.error =
+          fmt::format("PTX at offset {:#x}: {}", entry.payload_offset, module.error().message);
       return;
     }
     // The fatbin's own arch and flags say where the PTX may run; they agree with .target.
@@ -129,8 +130,8 @@ void inspect_entry(const FatbinEntry& entry, const InspectOptions& options, Coll
     auto cubin = parse_elf(*contents);
     auto kernels = cubin ? cubin_kernels(*cubin) : Result<std::vector<std::string>>(cubin.error());
     if (!kernels) {
-      summary.error = fmt::format("cubin at offset {:#x}: {}", entry.payload_offset,
-                                  kernels.error().message);
+      summary.error =
+          fmt::format("cubin at offset {:#x}: {}", entry.payload_offset, kernels.error().message);
       return;
     }
     for (const std::string& kernel : *kernels) collector.add_sass(kernel, entry.arch_name());

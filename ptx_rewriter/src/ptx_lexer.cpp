@@ -8,13 +8,17 @@ bool is_word_start(char c) {
          c == '.';
 }
 
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
 
 constexpr std::string_view kTwoCharPuncts[] = {"<<", ">>", "==", "!=", "<=", ">=", "&&", "||"};
 
 }  // namespace
 
-bool is_word_char(char c) { return is_word_start(c) || is_digit(c); }
+bool is_word_char(char c) {
+  return is_word_start(c) || is_digit(c);
+}
 
 Result<std::vector<LexedToken>> lex(std::string_view source) {
   std::vector<LexedToken> tokens;
@@ -22,7 +26,8 @@ Result<std::vector<LexedToken>> lex(std::string_view source) {
   std::size_t i = 0;
   const std::size_t n = source.size();
   auto push = [&](TokenKind kind, std::size_t begin, std::size_t end) {
-    tokens.push_back({Token{kind, std::string(source.substr(begin, end - begin)), line}, begin, end});
+    tokens.push_back(
+        {Token{kind, std::string(source.substr(begin, end - begin)), line}, begin, end});
   };
   while (i < n) {
     const char c = source[i];
@@ -50,9 +55,9 @@ Result<std::vector<LexedToken>> lex(std::string_view source) {
     } else if (is_word_start(c)) {
       const std::size_t begin = i++;
       // "::" continues a word: .shared::cluster, mbarrier::complete_tx::bytes.
-      while (i < n && (is_word_char(source[i]) ||
-                       (source[i] == ':' && i + 1 < n && source[i + 1] == ':' && i + 2 < n &&
-                        is_word_char(source[i + 2])))) {
+      while (i < n &&
+             (is_word_char(source[i]) || (source[i] == ':' && i + 1 < n && source[i + 1] == ':' &&
+                                          i + 2 < n && is_word_char(source[i + 2])))) {
         i += source[i] == ':' ? 2 : 1;
       }
       push(TokenKind::word, begin, i);

@@ -14,10 +14,10 @@ std::uint32_t type_size(std::string_view type) {
     std::uint32_t size;
   };
   static constexpr Entry kTypes[] = {
-      {".b8", 1},      {".u8", 1},    {".s8", 1},    {".b16", 2},   {".u16", 2},   {".s16", 2},
-      {".f16", 2},     {".bf16", 2},  {".b32", 4},   {".u32", 4},   {".s32", 4},   {".f32", 4},
-      {".f16x2", 4},   {".bf16x2", 4}, {".tf32", 4}, {".b64", 8},   {".u64", 8},   {".s64", 8},
-      {".f64", 8},     {".b128", 16}, {".pred", 1},
+      {".b8", 1},    {".u8", 1},     {".s8", 1},   {".b16", 2}, {".u16", 2}, {".s16", 2},
+      {".f16", 2},   {".bf16", 2},   {".b32", 4},  {".u32", 4}, {".s32", 4}, {".f32", 4},
+      {".f16x2", 4}, {".bf16x2", 4}, {".tf32", 4}, {".b64", 8}, {".u64", 8}, {".s64", 8},
+      {".f64", 8},   {".b128", 16},  {".pred", 1},
   };
   for (const Entry& entry : kTypes) {
     if (entry.name == type) return entry.size;
@@ -56,7 +56,9 @@ bool parse_number(std::string_view text, std::uint64_t& value) {
 
 namespace {
 
-bool is_wordish(const Token& token) { return token.kind != TokenKind::punct; }
+bool is_wordish(const Token& token) {
+  return token.kind != TokenKind::punct;
+}
 
 }  // namespace
 
@@ -77,17 +79,24 @@ std::string join_tokens(const Tokens& tokens) {
   return out;
 }
 
-std::uint32_t Param::element_size() const { return detail::type_size(type); }
+std::uint32_t Param::element_size() const {
+  return detail::type_size(type);
+}
 
-std::uint32_t Param::size() const { return element_size() * array_count.value_or(1); }
+std::uint32_t Param::size() const {
+  return element_size() * array_count.value_or(1);
+}
 
-std::uint32_t Param::alignment() const { return align != 0 ? align : element_size(); }
+std::uint32_t Param::alignment() const {
+  return align != 0 ? align : element_size();
+}
 
 std::vector<std::uint64_t> FunctionDirective::values() const {
   std::vector<std::uint64_t> numbers;
   for (const Token& token : args) {
     std::uint64_t value = 0;
-    if (token.kind == TokenKind::number && parse_number(token.text, value)) numbers.push_back(value);
+    if (token.kind == TokenKind::number && parse_number(token.text, value))
+      numbers.push_back(value);
   }
   return numbers;
 }

@@ -28,7 +28,7 @@ const std::set<std::string_view>& linkage_words() {
 
 const std::set<std::string_view>& data_spaces() {
   static const std::set<std::string_view> spaces = {".global", ".const", ".shared", ".local",
-                                                     ".tex"};
+                                                    ".tex"};
   return spaces;
 }
 
@@ -155,10 +155,10 @@ class Parser {
     const std::size_t dot = text.find('.');
     int major = 0;
     int minor = 0;
-    const bool ok = dot != std::string::npos &&
-                    std::from_chars(text.data(), text.data() + dot, major).ec == std::errc() &&
-                    std::from_chars(text.data() + dot + 1, text.data() + text.size(), minor).ec ==
-                        std::errc();
+    const bool ok =
+        dot != std::string::npos &&
+        std::from_chars(text.data(), text.data() + dot, major).ec == std::errc() &&
+        std::from_chars(text.data() + dot + 1, text.data() + text.size(), minor).ec == std::errc();
     if (!ok) return make_error("line {}: .version needs MAJOR.MINOR", line);
     module.version_major = major;
     module.version_minor = minor;

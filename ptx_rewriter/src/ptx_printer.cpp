@@ -15,7 +15,8 @@ void print_param(std::string& out, const Param& param) {
   if (param.is_ptr) {
     out += " .ptr";
     if (!param.ptr_space.empty()) out += ' ' + param.ptr_space;
-    if (param.ptr_align != 0) fmt::format_to(std::back_inserter(out), " .align {}", param.ptr_align);
+    if (param.ptr_align != 0)
+      fmt::format_to(std::back_inserter(out), " .align {}", param.ptr_align);
   }
   out += ' ';
   out += param.name;
@@ -53,7 +54,8 @@ void print_directive_line(std::string& out, std::string_view name, const Tokens&
 
 void print_statement(std::string& out, const Statement& statement, int& depth) {
   if (statement.kind == Statement::Kind::close_block) --depth;
-  if (statement.kind != Statement::Kind::label) out.append(static_cast<std::size_t>(depth) + 1, '\t');
+  if (statement.kind != Statement::Kind::label)
+    out.append(static_cast<std::size_t>(depth) + 1, '\t');
   switch (statement.kind) {
     case Statement::Kind::open_block:
       out += "{\n";
@@ -135,7 +137,9 @@ void print_variable(std::string& out, const Variable& variable) {
 
 struct ItemPrinter {
   std::string& out;
-  void operator()(const ModuleDirective& d) const { print_directive_line(out, d.name, d.args, d.semicolon); }
+  void operator()(const ModuleDirective& d) const {
+    print_directive_line(out, d.name, d.args, d.semicolon);
+  }
   void operator()(const Section& s) const {
     out += s.text;
     out += '\n';

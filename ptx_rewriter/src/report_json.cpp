@@ -13,9 +13,12 @@ json to_json(const SkipReason& reason) {
 json to_json(const KernelAnalysis& analysis) {
   json reasons = json::array();
   for (const SkipReason& reason : analysis.reasons) reasons.push_back(to_json(reason));
-  return json{{"name", analysis.name},       {"killable", analysis.killable()},
-              {"reasons", reasons},          {"notes", analysis.notes},
-              {"module_data", analysis.module_data}, {"mirror", analysis.mirror}};
+  return json{{"name", analysis.name},
+              {"killable", analysis.killable()},
+              {"reasons", reasons},
+              {"notes", analysis.notes},
+              {"module_data", analysis.module_data},
+              {"mirror", analysis.mirror}};
 }
 
 json to_json(const ParamLayout& layout) {
@@ -67,7 +70,8 @@ json to_json(const Inspection& inspection) {
       if (!entry.error.empty()) item["error"] = entry.error;
       entries.push_back(std::move(item));
     }
-    fatbins.push_back({{"offset", container.offset}, {"size", container.size}, {"entries", entries}});
+    fatbins.push_back(
+        {{"offset", container.offset}, {"size", container.size}, {"entries", entries}});
   }
   json kernels = json::array();
   for (const KernelSummary& kernel : inspection.kernels) {

@@ -1,16 +1,17 @@
 // sluice-ptx: look inside GPU code and make kill-instrumented twins of PTX.
 //
-//   sluice-ptx inspect FILE [--json] [--arch N] [--entries]   containers, entries, kernels, killability
-//   sluice-ptx extract FILE -o DIR [--json]                    PTX and cubins out of fatbins / .so files
-//   sluice-ptx instrument IN.ptx -o OUT.ptx [--report R.json]  the twin module and its report
-//   sluice-ptx coverage FILE... [--json] [--arch N]            share of kernels with PTX / killable
+//   sluice-ptx inspect FILE [--json] [--arch N] [--entries]   containers, entries, kernels,
+//   killability sluice-ptx extract FILE -o DIR [--json]                    PTX and cubins out of
+//   fatbins / .so files sluice-ptx instrument IN.ptx -o OUT.ptx [--report R.json]  the twin module
+//   and its report sluice-ptx coverage FILE... [--json] [--arch N]            share of kernels with
+//   PTX / killable
 //
 // FILE may be PTX text, a fatbin, a cubin, or a host ELF (shared library, executable) with a
 // .nv_fatbin section. Exit codes: 0 done, 2 bad usage, 3 a file could not be read or written,
 // 4 malformed input, 5 `instrument` found no killable kernel (the output is still written).
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <CLI/CLI.hpp>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -37,7 +38,9 @@ struct Failure {
   std::string message;
 };
 
-[[noreturn]] void fail(Exit code, std::string message) { throw Failure{code, std::move(message)}; }
+[[noreturn]] void fail(Exit code, std::string message) {
+  throw Failure{code, std::move(message)};
+}
 
 // Maps an input file or ends the command with kIo.
 MappedFile map_or_fail(const std::string& path) {
@@ -100,7 +103,8 @@ void print_entries(const Inspection& inspection, bool every_entry) {
     return;
   }
   // Libraries hold thousands of containers: group entries by kind, arch and compression.
-  std::map<std::tuple<std::string, std::string, std::string>, std::tuple<int, std::uint64_t, std::uint64_t>>
+  std::map<std::tuple<std::string, std::string, std::string>,
+           std::tuple<int, std::uint64_t, std::uint64_t>>
       groups;
   std::size_t errors = 0;
   for (const ContainerSummary& container : inspection.fatbins) {
@@ -184,7 +188,8 @@ int run_extract(const ExtractArgs& args) {
     for (std::size_t e = 0; e < fatbins[c].entries.size(); ++e) {
       const FatbinEntry& entry = fatbins[c].entries[e];
       const char* extension = entry.is_ptx() ? "ptx" : entry.is_elf() ? "cubin" : "bin";
-      const std::filesystem::path path = std::filesystem::path(args.out_dir) /
+      const std::filesystem::path path =
+          std::filesystem::path(args.out_dir) /
           fmt::format("{}.{}.{}.{}.{}", stem, c, e, entry.arch_name(), extension);
       std::string contents;
       if (entry.is_ptx()) {
@@ -222,7 +227,8 @@ struct InstrumentArgs {
 int run_instrument(const InstrumentArgs& args) {
   const MappedFile file = map_or_fail(args.input);
   InstrumentOptions options;
-  options.broadcast = args.broadcast == "shared" ? Broadcast::shared_word : Broadcast::barrier_reduction;
+  options.broadcast =
+      args.broadcast == "shared" ? Broadcast::shared_word : Broadcast::barrier_reduction;
   options.analysis.allow_uninitialized_reads = args.uninitialized_reads;
   const std::string_view text = file.text().substr(0, file.text().find('\0'));
   const Instrumented twin = or_fail(instrument(text, options), args.input);
@@ -236,8 +242,9 @@ int run_instrument(const InstrumentArgs& args) {
   } else {
     for (const InstrumentedKernel& kernel : twin.kernels) {
       if (kernel.instrumented) {
-        fmt::print("{}: instrumented; launch record pointer at parameter offset {} ({} bytes in all)\n",
-                   kernel.name, kernel.launch_param_offset, kernel.twin_param_bytes);
+        fmt::print(
+            "{}: instrumented; launch record pointer at parameter offset {} ({} bytes in all)\n",
+            kernel.name, kernel.launch_param_offset, kernel.twin_param_bytes);
         continue;
       }
       fmt::print("{}: left as is\n", kernel.name);
@@ -312,8 +319,9 @@ int run_coverage(const CoverageArgs& args) {
     }
   }
   if (args.json) {
-    fmt::print("{}\n", json{{"device_arch", args.arch}, {"files", files}, {"total", total.to_json()}}
-                           .dump(2));
+    fmt::print(
+        "{}\n",
+        json{{"device_arch", args.arch}, {"files", files}, {"total", total.to_json()}}.dump(2));
   } else if (args.files.size() > 1) {
     fmt::print("{:<48} {:>8} {:>8} {:>4.0f}% {:>8} {:>4.0f}% {:>8} {:>4.0f}%\n", "total",
                total.kernels, total.with_ptx, share(total.with_ptx, total.kernels),
@@ -336,23 +344,27 @@ int main(int argc, char** argv) {
   inspect_cmd->add_flag("--json", inspect_args.json, "Print JSON");
   inspect_cmd->add_flag("--entries", inspect_args.entries, "List every fatbin entry");
   inspect_cmd->add_option("--arch", inspect_args.arch, "Device compute capability (90 = sm_90)");
-  inspect_cmd->add_flag("--allow-uninitialized-reads", inspect_args.uninitialized_reads,
-                        "Accept kernels that only read uninitialized module data (shim mirrors it)");
+  inspect_cmd->add_flag(
+      "--allow-uninitialized-reads", inspect_args.uninitialized_reads,
+      "Accept kernels that only read uninitialized module data (shim mirrors it)");
 
   ExtractArgs extract_args;
   CLI::App* extract_cmd = app.add_subcommand("extract", "Write the PTX and cubins of fatbins");
   extract_cmd->add_option("FILE", extract_args.file, "Fatbin or ELF with .nv_fatbin")->required();
-  extract_cmd->add_option("-o,--output", extract_args.out_dir, "Directory to write into")->required();
+  extract_cmd->add_option("-o,--output", extract_args.out_dir, "Directory to write into")
+      ->required();
   extract_cmd->add_flag("--json", extract_args.json, "Print JSON");
 
   InstrumentArgs instrument_args;
   CLI::App* instrument_cmd =
       app.add_subcommand("instrument", "Write the kill-instrumented twin of a PTX module");
   instrument_cmd->add_option("IN", instrument_args.input, "PTX module")->required();
-  instrument_cmd->add_option("-o,--output", instrument_args.output, "Twin PTX to write")->required();
+  instrument_cmd->add_option("-o,--output", instrument_args.output, "Twin PTX to write")
+      ->required();
   instrument_cmd->add_option("--report", instrument_args.report, "Write the JSON report here");
-  instrument_cmd->add_option("--broadcast", instrument_args.broadcast,
-                             "How thread 0's decision reaches the block")
+  instrument_cmd
+      ->add_option("--broadcast", instrument_args.broadcast,
+                   "How thread 0's decision reaches the block")
       ->check(CLI::IsMember({"barrier", "shared"}));
   instrument_cmd->add_flag("--allow-uninitialized-reads", instrument_args.uninitialized_reads,
                            "Accept kernels that only read uninitialized module data");

@@ -88,7 +88,8 @@ TEST(SkipRules, GeneratedKernelsGetTheExpectedVerdicts) {
     for (const auto& [kernel, expected] : kernels) {
       ASSERT_TRUE(analyses.contains(kernel)) << module << ": no kernel " << kernel;
       const KernelAnalysis& analysis = analyses.at(kernel);
-      EXPECT_EQ(codes(analysis), expected) << module << "." << kernel << ":\n" << describe(analysis);
+      EXPECT_EQ(codes(analysis), expected) << module << "." << kernel << ":\n"
+                                           << describe(analysis);
       for (const SkipReason& reason : analysis.reasons) {
         EXPECT_FALSE(reason.message.empty());
         EXPECT_GT(reason.line, 0) << reason.message;
@@ -115,7 +116,8 @@ TEST(SkipRules, ReasonsNameWhatTheyFound) {
   const auto communicating = analyze_generated("communicating");
   EXPECT_NE(describe(communicating.at("spin_on_volatile")).find("ld.volatile.global"),
             std::string::npos);
-  EXPECT_NE(describe(communicating.at("spin_on_acquire")).find("ld.acquire.gpu"), std::string::npos);
+  EXPECT_NE(describe(communicating.at("spin_on_acquire")).find("ld.acquire.gpu"),
+            std::string::npos);
   EXPECT_NE(describe(communicating.at("work_queue")).find("result of an atom"), std::string::npos);
 }
 
@@ -134,7 +136,8 @@ TEST(SkipRules, NotesAndModuleData) {
 
 TEST(SkipRules, UninitializedReadsCanBeMirrored) {
   SLUICE_REQUIRE_GENERATED();
-  const auto kernels = analyze_generated("kernels", AnalysisOptions{.allow_uninitialized_reads = true});
+  const auto kernels =
+      analyze_generated("kernels", AnalysisOptions{.allow_uninitialized_reads = true});
   const KernelAnalysis& constants = kernels.at("reads_constant_memory");
   EXPECT_TRUE(constants.killable()) << describe(constants);
   EXPECT_EQ(constants.mirror, std::vector<std::string>{"coefficients"});
@@ -156,7 +159,9 @@ TEST(SkipRules, TritonCorpusIsKillable) {
 
 constexpr std::string_view kHeader80 = ".version 8.0\n.target sm_80\n.address_size 64\n";
 
-std::string module80(std::string_view body) { return std::string(kHeader80) + std::string(body); }
+std::string module80(std::string_view body) {
+  return std::string(kHeader80) + std::string(body);
+}
 
 TEST(SkipRules, AddressSize32) {
   const auto kernels =
@@ -167,21 +172,22 @@ TEST(SkipRules, AddressSize32) {
 TEST(SkipRules, ParameterSpaceLimits) {
   auto verdict = [](std::string_view version, std::string_view target, int bytes) {
     const std::string text = fmt::format(
-        ".version {}\n.target {}\n.address_size 64\n.entry k(.param .align 8 .b8 p[{}])\n{{\nret;\n}}\n",
+        ".version {}\n.target {}\n.address_size 64\n.entry k(.param .align 8 .b8 "
+        "p[{}])\n{{\nret;\n}}\n",
         version, target, bytes);
     return analyze_text(text).at("k").killable();
   };
-  EXPECT_TRUE(verdict("8.0", "sm_80", 4088));    // 4088 + 8 = 4096
-  EXPECT_FALSE(verdict("8.0", "sm_80", 4090));   // padded to 4096, + 8
-  EXPECT_TRUE(verdict("8.1", "sm_80", 4090));    // PTX 8.1 on sm_70+: 32764 bytes
+  EXPECT_TRUE(verdict("8.0", "sm_80", 4088));   // 4088 + 8 = 4096
+  EXPECT_FALSE(verdict("8.0", "sm_80", 4090));  // padded to 4096, + 8
+  EXPECT_TRUE(verdict("8.1", "sm_80", 4090));   // PTX 8.1 on sm_70+: 32764 bytes
   EXPECT_FALSE(verdict("8.1", "sm_60", 4090));
   EXPECT_TRUE(verdict("8.7", "sm_90a", 32752));
   EXPECT_FALSE(verdict("8.7", "sm_90a", 32760));
 }
 
 TEST(SkipRules, ReservedPrefixMeansAlreadyInstrumented) {
-  const auto kernels = analyze_text(module80(
-      ".visible .global .align 8 .u64 __sluice_kill_flag = 0;\n.entry k()\n{\nret;\n}\n"));
+  const auto kernels = analyze_text(
+      module80(".visible .global .align 8 .u64 __sluice_kill_flag = 0;\n.entry k()\n{\nret;\n}\n"));
   EXPECT_EQ(codes(kernels.at("k")), std::set<std::string>{"reserved-name"});
 }
 
@@ -220,7 +226,8 @@ TEST(SkipRules, ModuleDataTheTwinCannotMirror) {
   EXPECT_NE(describe(kernels.at("uses_extern")).find("is .extern"), std::string::npos);
   EXPECT_NE(describe(kernels.at("uses_managed")).find("managed"), std::string::npos);
   EXPECT_NE(describe(kernels.at("uses_texture")).find("bound by the host"), std::string::npos);
-  EXPECT_TRUE(kernels.at("uses_shared_only").killable()) << describe(kernels.at("uses_shared_only"));
+  EXPECT_TRUE(kernels.at("uses_shared_only").killable())
+      << describe(kernels.at("uses_shared_only"));
 }
 
 TEST(SkipRules, AtomResultsThatOnlyFlowIntoData) {

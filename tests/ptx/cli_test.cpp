@@ -23,7 +23,9 @@ json cli_json(const std::string& arguments) {
   return json::parse(result.output, nullptr, false);
 }
 
-std::string generated(const std::string& name) { return (testing::generated_dir() / name).string(); }
+std::string generated(const std::string& name) {
+  return (testing::generated_dir() / name).string();
+}
 
 TEST(Cli, InspectFatbinListsEntriesAndKernels) {
   SLUICE_REQUIRE_GENERATED();
@@ -74,7 +76,8 @@ TEST(Cli, InspectSharedLibraryAndCubin) {
 TEST(Cli, ExtractWritesEveryEntry) {
   SLUICE_REQUIRE_GENERATED();
   const auto dir = testing::scratch_dir("extract");
-  const json out = cli_json("extract --json " + generated("exact.speed.fatbin") + " -o " + dir.string());
+  const json out =
+      cli_json("extract --json " + generated("exact.speed.fatbin") + " -o " + dir.string());
   ASSERT_EQ(out["written"].size(), 2u);
   // The PTX as fatbinary stored it (comments stripped): the same module as the source.
   auto extracted = parse_module(testing::read_text(out["written"][0]["path"].get<std::string>()));
@@ -86,7 +89,8 @@ TEST(Cli, ExtractWritesEveryEntry) {
   EXPECT_EQ(out["written"][0]["compression"], "lz4");
 
   const auto from_library = testing::scratch_dir("library");
-  const CommandResult result = cli("extract " + generated("libkernels.so") + " -o " + from_library.string());
+  const CommandResult result =
+      cli("extract " + generated("libkernels.so") + " -o " + from_library.string());
   EXPECT_EQ(result.status, 0) << result.output;
   // The library's own kernels (sm_80 SASS and compute_80 PTX), and the static runtime's module.
   std::size_t ptx = 0;
@@ -123,7 +127,8 @@ TEST(Cli, CoverageCountsKernels) {
   EXPECT_EQ(out["files"][0]["kernels"], 4);
   EXPECT_EQ(out["files"][0]["killable"], 1);
   EXPECT_EQ(out["files"][1]["with_ptx"], 0);
-  EXPECT_EQ(out["total"]["kernels"], out["files"][0]["kernels"].get<int>() + out["files"][1]["kernels"].get<int>());
+  EXPECT_EQ(out["total"]["kernels"],
+            out["files"][0]["kernels"].get<int>() + out["files"][1]["kernels"].get<int>());
 }
 
 TEST(Cli, ExitCodesTellBadInputApart) {
@@ -141,10 +146,10 @@ TEST(Cli, ExitCodesTellBadInputApart) {
   EXPECT_EQ(cli("inspect " + (dir / "noise.bin").string()).status, 4);
   EXPECT_EQ(cli("extract " + (dir / "broken.ptx").string() + " -o " + dir.string()).status, 4);
 
-  std::ofstream(dir / "cluster.ptx")
-      << ".version 8.0\n.target sm_90\n.address_size 64\n.entry c()\n.explicitcluster\n{\nret;\n}\n";
-  const CommandResult nothing = cli("instrument " + (dir / "cluster.ptx").string() + " -o " +
-                                    (dir / "twin.ptx").string());
+  std::ofstream(dir / "cluster.ptx") << ".version 8.0\n.target sm_90\n.address_size 64\n.entry "
+                                        "c()\n.explicitcluster\n{\nret;\n}\n";
+  const CommandResult nothing =
+      cli("instrument " + (dir / "cluster.ptx").string() + " -o " + (dir / "twin.ptx").string());
   EXPECT_EQ(nothing.status, 5) << nothing.output;
   EXPECT_TRUE(std::filesystem::exists(dir / "twin.ptx"));
 

@@ -80,7 +80,7 @@ TEST(MalformedElf, BrokenHeadersAreNamedErrors) {
       {0x3a, 40, 2, "section header size 40"},
       {0x3e, 999, 2, "name table index 999"},
       {shoff + 64 + 0x18, 1ull << 40, 8, "runs past the end of the file"},  // section 1's offset
-      {shoff + 64 + 0x00, 0xfffffff, 4, "outside the string table"},          // section 1's name
+      {shoff + 64 + 0x00, 0xfffffff, 4, "outside the string table"},        // section 1's name
   };
   for (const Case& c : cases) {
     std::vector<std::byte> data = good;

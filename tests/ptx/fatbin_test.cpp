@@ -83,7 +83,8 @@ TEST_P(NvccFatbin, EntriesMatchTheSourceKernels) {
   const FatbinEntry* ptx = select_ptx(fatbin, 90);
   ASSERT_NE(ptx, nullptr);
   EXPECT_EQ(ptx->arch_name(), "compute_80");
-  EXPECT_EQ(ptx->compression, mode == "compress-all" ? Compression::zstd : expected_compression(mode));
+  EXPECT_EQ(ptx->compression,
+            mode == "compress-all" ? Compression::zstd : expected_compression(mode));
   auto text = entry_ptx(*ptx);
   ASSERT_TRUE(text) << text.error().message;
   auto module = parse_module(*text);
@@ -131,7 +132,7 @@ TEST(SelectPtx, PicksTheNewestPtxTheDeviceCanJit) {
   EXPECT_EQ(select_ptx(fatbin, 90)->arch_name(), "compute_90a");
   EXPECT_EQ(select_ptx(fatbin, 89)->arch_name(), "compute_80");
   EXPECT_EQ(select_ptx(fatbin, 103)->arch_name(), "compute_100f");  // same family, newer device
-  EXPECT_EQ(select_ptx(fatbin, 110)->arch_name(), "compute_80");     // 90a and 100f do not run here
+  EXPECT_EQ(select_ptx(fatbin, 110)->arch_name(), "compute_80");    // 90a and 100f do not run here
   EXPECT_EQ(select_ptx(fatbin, 120)->arch_name(), "compute_120");
   EXPECT_EQ(select_ptx(fatbin, 70), nullptr);
 }
@@ -212,10 +213,12 @@ TEST(MalformedFatbin, EveryTruncationIsAnErrorWithAnOffset) {
     const std::vector<std::byte> data = small_fatbin(mode);
     ASSERT_TRUE(read_all(as_bytes(data))) << mode;
     for (std::size_t length = 1; length < data.size(); ++length) {
-      const std::vector<std::byte> cut(data.begin(), data.begin() + static_cast<std::ptrdiff_t>(length));
+      const std::vector<std::byte> cut(data.begin(),
+                                       data.begin() + static_cast<std::ptrdiff_t>(length));
       const Status status = read_all(as_bytes(cut));
       ASSERT_FALSE(status) << mode << " cut at " << length;
-      EXPECT_NE(status.error().message.find("offset 0x"), std::string::npos) << status.error().message;
+      EXPECT_NE(status.error().message.find("offset 0x"), std::string::npos)
+          << status.error().message;
     }
   }
 }
@@ -251,7 +254,8 @@ TEST(MalformedFatbin, BadHeaderFieldsAreNamed) {
     ASSERT_FALSE(status) << c.expected;
     EXPECT_NE(status.error().message.find(c.expected), std::string::npos)
         << "got: " << status.error().message;
-    EXPECT_NE(status.error().message.find("offset 0x"), std::string::npos) << status.error().message;
+    EXPECT_NE(status.error().message.find("offset 0x"), std::string::npos)
+        << status.error().message;
   }
 }
 

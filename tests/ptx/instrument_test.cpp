@@ -17,6 +17,12 @@
 #include "test_support.h"
 
 namespace sluice::ptx {
+
+// Readable parameter names in test output.
+void PrintTo(Broadcast broadcast, std::ostream* os) {
+  *os << to_string(broadcast);
+}
+
 namespace {
 
 using testing::read_text;
@@ -47,9 +53,8 @@ TEST(Golden, TwinsAndReports) {
     std::string suffix;
     InstrumentOptions options;
   };
-  const Case cases[] = {{"vector_add", "", {}},
-                        {"vector_add", ".shared", kSharedWord},
-                        {"mixed_module", "", {}}};
+  const Case cases[] = {
+      {"vector_add", "", {}}, {"vector_add", ".shared", kSharedWord}, {"mixed_module", "", {}}};
   for (const Case& c : cases) {
     const std::string input = read_text(dir / (c.input + ".ptx"));
     const Instrumented twin = instrument_ok(input, c.options);
@@ -77,8 +82,9 @@ std::string retarget(std::string_view ptx, std::string_view arch) {
   return print_module(*module);
 }
 
-// For each of sm_80, sm_90 and sm_90a where the original compiles, the twin must compile too.
-// Returns the architectures that were checked.
+// For each of sm_80, sm_90 and sm_90a where the original compiles, the twin must compile too. The
+// "original" given to ptxas is itself parsed and printed (retarget), so this also shows that the
+// printer's round trip of every input is valid PTX. Returns the architectures that were checked.
 std::vector<std::string> expect_twin_compiles(const std::string& original, const std::string& twin,
                                               const std::string& name, std::string_view flags) {
   std::vector<std::string> checked;
@@ -128,13 +134,16 @@ TEST_P(GeneratedModule, TwinCompilesWithPtxas) {
   const std::string original = read_text(testing::generated_dir() / (GetParam() + ".ptx"));
   const bool sm90 = GetParam() == "cluster";
   // Relocatable code calls a function of another unit: compile it with -c, as nvcc -rdc would.
-  expect_valid_twins(original, GetParam(),
-                     sm90 ? std::vector<std::string>{"sm_90"} : std::vector<std::string>{"sm_80", "sm_90"},
-                     GetParam() == "relocatable" ? "-c" : "");
+  expect_valid_twins(
+      original, GetParam(),
+      sm90 ? std::vector<std::string>{"sm_90"} : std::vector<std::string>{"sm_80", "sm_90"},
+      GetParam() == "relocatable" ? "-c" : "");
 }
 
-// (cooperative.cu and communicating.cu have no killable kernel, so their twins are their originals.)
-INSTANTIATE_TEST_SUITE_P(Cuda, GeneratedModule, ::testing::Values("kernels", "cluster", "relocatable"));
+// (cooperative.cu and communicating.cu have no killable kernel, so their twins are their
+// originals.)
+INSTANTIATE_TEST_SUITE_P(Cuda, GeneratedModule,
+                         ::testing::Values("kernels", "cluster", "relocatable"));
 
 TEST(Validation, GoldenInputsCompile) {
   const auto dir = testing::source_dir() / "golden";
@@ -154,7 +163,8 @@ TEST(Twin, AppendsTheLaunchParameterAndReportsItsOffset) {
   ASSERT_NE(flag, nullptr);
   EXPECT_EQ(flag->space, ".global");
   EXPECT_EQ(flag->type, ".u64");
-  EXPECT_EQ(std::find(flag->linkage.begin(), flag->linkage.end(), ".visible") - flag->linkage.begin(), 0);
+  EXPECT_EQ(
+      std::find(flag->linkage.begin(), flag->linkage.end(), ".visible") - flag->linkage.begin(), 0);
   for (const InstrumentedKernel& kernel : twin.kernels) {
     const Function* old_entry = before->find_function(kernel.name);
     const Function* new_entry = after->find_function(kernel.name);
@@ -187,7 +197,8 @@ TEST(Twin, AppendsTheLaunchParameterAndReportsItsOffset) {
 
 TEST(Twin, NothingKillableLeavesTheModuleAsItWas) {
   const std::string ptx =
-      ".version 8.0\n.target sm_90\n.address_size 64\n.entry c()\n.reqnctapercluster 2, 1, 1\n{\nret;\n}\n";
+      ".version 8.0\n.target sm_90\n.address_size 64\n.entry c()\n.reqnctapercluster 2, 1, "
+      "1\n{\nret;\n}\n";
   const Instrumented twin = instrument_ok(ptx);
   EXPECT_EQ(twin.instrumented_count(), 0u);
   EXPECT_EQ(twin.ptx, print_module(*parse_module(ptx)));
@@ -220,8 +231,9 @@ Resources resources(const std::string& ptx, const std::string& arch, const std::
   const auto dir = testing::scratch_dir("resources");
   const auto input = dir / "in.ptx";
   std::ofstream(input) << ptx;
-  const auto result = testing::run_command(std::string(SLUICE_PTX_PTXAS) + " -v -arch=" + arch +
-                                           " -o " + (dir / "out.cubin").string() + " " + input.string());
+  const auto result =
+      testing::run_command(std::string(SLUICE_PTX_PTXAS) + " -v -arch=" + arch + " -o " +
+                           (dir / "out.cubin").string() + " " + input.string());
   EXPECT_EQ(result.status, 0) << result.output;
   Resources out;
   const std::size_t at = result.output.find("Function properties for " + kernel);
@@ -232,7 +244,8 @@ Resources resources(const std::string& ptx, const std::string& arch, const std::
     out.registers = std::stoi(match[1]);
   }
   const std::string used_line = tail.substr(0, tail.find('\n', tail.find("Used ")));
-  if (std::regex_search(used_line, match, std::regex(R"((\d+) bytes smem)"))) out.smem = std::stoi(match[1]);
+  if (std::regex_search(used_line, match, std::regex(R"((\d+) bytes smem)")))
+    out.smem = std::stoi(match[1]);
   return out;
 }
 
@@ -243,7 +256,8 @@ TEST(Twin, BarrierBroadcastAddsNoSharedMemory) {
   const std::string original = read_text(softmax);
   const Resources base = resources(original, "sm_90a", "softmax_kernel");
   const Resources barrier = resources(instrument_ok(original).ptx, "sm_90a", "softmax_kernel");
-  const Resources shared = resources(instrument_ok(original, kSharedWord).ptx, "sm_90a", "softmax_kernel");
+  const Resources shared =
+      resources(instrument_ok(original, kSharedWord).ptx, "sm_90a", "softmax_kernel");
   ASSERT_GT(base.registers, 0);
   EXPECT_EQ(barrier.smem, base.smem);
   EXPECT_GT(shared.smem, base.smem);
@@ -282,7 +296,9 @@ class LaunchSimulator {
     device_.symbols[std::string(kill_abi::kKillFlagSymbol)] = kFlagSymbol;
   }
 
-  void point_flag_at_kill_word() { device_.store32(kFlagSymbol, static_cast<std::uint32_t>(kKillWord)); }
+  void point_flag_at_kill_word() {
+    device_.store32(kFlagSymbol, static_cast<std::uint32_t>(kKillWord));
+  }
   void set_kill(std::uint32_t value) { device_.store32(kKillWord, value); }
   std::uint32_t killed() const { return device_.load32(kRecord + kill_abi::kKilledOffset); }
   void reset_killed() { device_.store32(kRecord + kill_abi::kKilledOffset, 0); }
@@ -345,7 +361,8 @@ TEST_P(ExecutedCheck, KilledBlocksResumeExactlyOnce) {
   const std::vector<std::uint64_t> first = sim.launch(true, 17);
   EXPECT_EQ(first.size(), 17u);
   EXPECT_EQ(sim.killed(), 1u);
-  for (std::uint64_t block = 0; block < sim.blocks(); ++block) EXPECT_EQ(sim.done_bit(block), block < 17);
+  for (std::uint64_t block = 0; block < sim.blocks(); ++block)
+    EXPECT_EQ(sim.done_bit(block), block < 17);
 
   // Still killed: nothing more runs.
   sim.reset_killed();
@@ -382,10 +399,12 @@ TEST_P(ExecutedCheck, KillBeforeAnyBlockAndUntrackedLaunches) {
   fresh.set_kill(1);
   EXPECT_TRUE(fresh.launch(true).empty());
   EXPECT_EQ(fresh.killed(), 1u);
-  for (std::uint64_t block = 0; block < fresh.blocks(); ++block) EXPECT_FALSE(fresh.done_bit(block));
+  for (std::uint64_t block = 0; block < fresh.blocks(); ++block)
+    EXPECT_FALSE(fresh.done_bit(block));
   // An untracked launch (record pointer 0) always runs and writes nothing.
   EXPECT_EQ(fresh.launch(false).size(), 70u);
-  for (std::uint64_t block = 0; block < fresh.blocks(); ++block) EXPECT_FALSE(fresh.done_bit(block));
+  for (std::uint64_t block = 0; block < fresh.blocks(); ++block)
+    EXPECT_FALSE(fresh.done_bit(block));
   fresh.set_kill(0);
   fresh.reset_killed();
   EXPECT_EQ(fresh.launch(true).size(), 70u);
@@ -393,7 +412,8 @@ TEST_P(ExecutedCheck, KillBeforeAnyBlockAndUntrackedLaunches) {
 }
 
 TEST_P(ExecutedCheck, TritonKernelFromTheCorpus) {
-  const Module module = twin_module(read_text(testing::source_dir() / "corpus/triton/add_kernel.ptx"));
+  const Module module =
+      twin_module(read_text(testing::source_dir() / "corpus/triton/add_kernel.ptx"));
   LaunchSimulator sim(twin_entry(module, "add_kernel"), {40, 1, 1}, {128, 1, 1});
   sim.point_flag_at_kill_word();
   EXPECT_EQ(sim.launch(true, 33).size(), 33u);
@@ -405,8 +425,9 @@ TEST_P(ExecutedCheck, TritonKernelFromTheCorpus) {
 INSTANTIATE_TEST_SUITE_P(Broadcasts, ExecutedCheck,
                          ::testing::Values(Broadcast::barrier_reduction, Broadcast::shared_word),
                          [](const auto& param_info) {
-                           return param_info.param == Broadcast::shared_word ? std::string("SharedWord")
-                                                                       : std::string("BarrierReduction");
+                           return param_info.param == Broadcast::shared_word
+                                      ? std::string("SharedWord")
+                                      : std::string("BarrierReduction");
                          });
 
 }  // namespace

@@ -21,11 +21,13 @@ std::string parse_error(std::string_view text) {
 
 constexpr std::string_view kHeader = ".version 8.7\n.target sm_90a\n.address_size 64\n";
 
-std::string with_header(std::string_view body) { return std::string(kHeader) + std::string(body); }
+std::string with_header(std::string_view body) {
+  return std::string(kHeader) + std::string(body);
+}
 
 TEST(PtxHeader, ReadsVersionTargetAndAddressSize) {
-  const Module module = parse_ok(
-      "// comment\n.version 7.8\n.target sm_80, texmode_independent\n.address_size 64\n");
+  const Module module =
+      parse_ok("// comment\n.version 7.8\n.target sm_80, texmode_independent\n.address_size 64\n");
   EXPECT_EQ(module.version_major, 7);
   EXPECT_EQ(module.version_minor, 8);
   EXPECT_EQ(module.target, (std::vector<std::string>{"sm_80", "texmode_independent"}));
@@ -82,7 +84,8 @@ TEST(PtxParams, GeneratedStructParameterLayout) {
   // struct {double; int; char} by value, char, short, double*: as the C ABI lays them out.
   std::vector<std::pair<std::uint32_t, std::uint32_t>> slots;
   for (const ParamSlot& slot : layout->slots) slots.emplace_back(slot.offset, slot.size);
-  EXPECT_EQ(slots, (std::vector<std::pair<std::uint32_t, std::uint32_t>>{{0, 16}, {16, 1}, {18, 2}, {24, 8}}));
+  EXPECT_EQ(slots, (std::vector<std::pair<std::uint32_t, std::uint32_t>>{
+                       {0, 16}, {16, 1}, {18, 2}, {24, 8}}));
 }
 
 TEST(PtxData, ReadsModuleScopeVariables) {
@@ -160,8 +163,8 @@ $L__BB0_1:
   EXPECT_TRUE(load->instruction.has_modifier("global"));
   EXPECT_FALSE(load->instruction.has_modifier("glob"));
   EXPECT_EQ(join_tokens(find_opcode("setp.lt.s32")->instruction.operands[0]), "%p1|%p2");
-  const Statement* tma = find_opcode(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes");
+  const Statement* tma =
+      find_opcode("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes");
   ASSERT_NE(tma, nullptr);
   EXPECT_EQ(tma->instruction.operands.size(), 3u);
   EXPECT_TRUE(tma->instruction.has_modifier("shared::cluster"));
@@ -212,8 +215,9 @@ TEST(PtxErrors, NameTheLine) {
   };
   for (const Case& c : cases) {
     const std::string error = parse_error(c.text);
-    EXPECT_NE(error.find(c.expected), std::string::npos) << "want '" << c.expected << "', got '"
-                                                          << error << "' for:\n" << c.text;
+    EXPECT_NE(error.find(c.expected), std::string::npos)
+        << "want '" << c.expected << "', got '" << error << "' for:\n"
+        << c.text;
   }
 }
 
@@ -258,7 +262,8 @@ TEST(PtxRoundTrip, GeneratedModules) {
 
 // Found by fuzz_ptx_module: "/" "/" printed together read back as a comment.
 TEST(PtxRoundTrip, SlashesDoNotBecomeComments) {
-  const std::string text = with_header(".entry k()\n{\n.loc 1 2 3 c/ /path/ /* x */ / *y\nret;\n}\n");
+  const std::string text =
+      with_header(".entry k()\n{\n.loc 1 2 3 c/ /path/ /* x */ / *y\nret;\n}\n");
   expect_round_trip(text, "slashes");
   const Module module = parse_ok(text);
   const Statement& loc = module.find_function("k")->body.at(0);

@@ -72,7 +72,8 @@ class Interpreter {
 
   // [reg+off], [symbol+off] or [param]: the address (or parameter name for .param loads).
   std::optional<std::uint64_t> address(const Tokens& operand, const Thread& thread) const {
-    if (operand.size() < 3 || !operand.front().is("[") || !operand.back().is("]")) return std::nullopt;
+    if (operand.size() < 3 || !operand.front().is("[") || !operand.back().is("]"))
+      return std::nullopt;
     const Token& base = operand[1];
     std::uint64_t result = 0;
     if (auto it = thread.regs.find(base.text); it != thread.regs.end()) {
@@ -269,11 +270,13 @@ BlockOutcome run_block_check(const Function& entry, Device& device, Dim3 grid, D
     if (entry.body[end].kind == Statement::Kind::open_block) ++depth;
     if (entry.body[end].kind == Statement::Kind::close_block) --depth;
   }
-  const std::vector<Statement> code(entry.body.begin() + 1, entry.body.begin() + static_cast<std::ptrdiff_t>(end - 1));
+  const std::vector<Statement> code(entry.body.begin() + 1,
+                                    entry.body.begin() + static_cast<std::ptrdiff_t>(end - 1));
   std::vector<Thread> team;
   for (std::uint32_t z = 0; z < threads.z; ++z) {
     for (std::uint32_t y = 0; y < threads.y; ++y) {
-      for (std::uint32_t x = 0; x < threads.x; ++x) team.push_back(Thread{Dim3{x, y, z}, {}, 0, false, false});
+      for (std::uint32_t x = 0; x < threads.x; ++x)
+        team.push_back(Thread{Dim3{x, y, z}, {}, 0, false, false});
     }
   }
   Interpreter interpreter(code, device, grid, block, params);

@@ -27,8 +27,8 @@ struct Device {
 };
 
 struct BlockOutcome {
-  bool ran = false;     // the block's threads went past the check
-  std::string error;    // interpreter failure (unknown instruction, bad operand)
+  bool ran = false;   // the block's threads went past the check
+  std::string error;  // interpreter failure (unknown instruction, bad operand)
 };
 
 // Runs the check of `entry` (an instrumented twin entry) for block `block` of a grid of `grid`

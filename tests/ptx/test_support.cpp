@@ -13,11 +13,21 @@
 
 namespace sluice::ptx::testing {
 
-std::filesystem::path source_dir() { return SLUICE_PTX_SOURCE_DIR; }
-std::filesystem::path generated_dir() { return SLUICE_PTX_GENERATED_DIR; }
-std::filesystem::path cuda_lib_dir() { return SLUICE_PTX_CUDA_LIB_DIR; }
-bool have_nvcc() { return SLUICE_PTX_HAVE_NVCC; }
-bool have_ptxas() { return std::filesystem::exists(SLUICE_PTX_PTXAS); }
+std::filesystem::path source_dir() {
+  return SLUICE_PTX_SOURCE_DIR;
+}
+std::filesystem::path generated_dir() {
+  return SLUICE_PTX_GENERATED_DIR;
+}
+std::filesystem::path cuda_lib_dir() {
+  return SLUICE_PTX_CUDA_LIB_DIR;
+}
+bool have_nvcc() {
+  return SLUICE_PTX_HAVE_NVCC;
+}
+bool have_ptxas() {
+  return std::filesystem::exists(SLUICE_PTX_PTXAS);
+}
 
 std::vector<std::byte> read_bytes(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -33,7 +43,9 @@ std::string read_text(const std::filesystem::path& path) {
   return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
 }
 
-Bytes as_bytes(const std::vector<std::byte>& bytes) { return Bytes(bytes.data(), bytes.size()); }
+Bytes as_bytes(const std::vector<std::byte>& bytes) {
+  return Bytes(bytes.data(), bytes.size());
+}
 
 Bytes as_bytes(std::string_view text) {
   return Bytes(reinterpret_cast<const std::byte*>(text.data()), text.size());
@@ -54,7 +66,8 @@ CommandResult run_command(const std::string& command) {
   if (pipe == nullptr) return result;
   std::array<char, 4096> buffer{};
   std::size_t got = 0;
-  while ((got = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) result.output.append(buffer.data(), got);
+  while ((got = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0)
+    result.output.append(buffer.data(), got);
   const int status = ::pclose(pipe);
   result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return result;
@@ -62,8 +75,8 @@ CommandResult run_command(const std::string& command) {
 
 std::filesystem::path scratch_dir(std::string_view name) {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  std::filesystem::path dir = std::filesystem::temp_directory_path() /
-      ("sluice-ptx-test-" + std::to_string(::getpid())) /
+  std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("sluice-ptx-test-" + std::to_string(::getpid())) /
       (std::string(info->test_suite_name()) + "." + info->name()) / std::string(name);
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);

@@ -26,13 +26,13 @@ Bytes as_bytes(std::string_view text);
 std::vector<std::filesystem::path> triton_corpus();
 
 // A generated input; the calling test is skipped when nvcc was not found at configure time.
-#define SLUICE_REQUIRE_GENERATED()                                         \
-  do {                                                                     \
-    if (!::sluice::ptx::testing::have_nvcc()) GTEST_SKIP() << "no nvcc";   \
+#define SLUICE_REQUIRE_GENERATED()                                       \
+  do {                                                                   \
+    if (!::sluice::ptx::testing::have_nvcc()) GTEST_SKIP() << "no nvcc"; \
   } while (0)
 
 struct CommandResult {
-  int status = -1;  // exit code, or -1 when the command could not run
+  int status = -1;     // exit code, or -1 when the command could not run
   std::string output;  // stdout and stderr together
 };
 CommandResult run_command(const std::string& command);

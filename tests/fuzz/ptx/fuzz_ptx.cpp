@@ -34,6 +34,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   for (const Function* entry : module->entries()) (void)layout_params(entry->params);
   auto twin = instrument_module(*module, text);
   if (!twin) violated("instrumenting a parsed module failed", twin.error().message);
-  if (auto again = parse_module(twin->ptx); !again) violated("twin does not parse", again.error().message);
+  if (auto again = parse_module(twin->ptx); !again)
+    violated("twin does not parse", again.error().message);
   return 0;
 }

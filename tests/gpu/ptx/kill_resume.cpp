@@ -1,7 +1,7 @@
 // kill_resume: on a real GPU, shows that a kill-instrumented twin made by sluice_ptx stops starting
-// blocks when its kill word is set, and that relaunching it with the same launch record runs exactly
-// the blocks that never ran, with output bit-identical to an uninterrupted run of the original.
-// Also measures the twin's overhead and the time from a kill to an idle stream.
+// blocks when its kill word is set, and that relaunching it with the same launch record runs
+// exactly the blocks that never ran, with output bit-identical to an uninterrupted run of the
+// original. Also measures the twin's overhead and the time from a kill to an idle stream.
 //
 //   kill_resume [--runs N] [--scale S] [--only NAME]
 //
@@ -12,9 +12,11 @@
 //   2. the twin with an untracked launch (record 0): must equal the reference;
 //   3. the twin with a launch record; from another stream, cuStreamWriteValue32 sets the kill word
 //      part-way through (as sluiced does); the record must show some blocks ran and some did not;
-//      then the kill word is cleared, `killed` reset, the twin relaunched with the same record: every
-//      done bit set, the output bit-identical to the reference, and every block ran exactly once;
-//   4. overhead: the median of many event-timed runs of original, untracked twin, tracked twin and the
+//      then the kill word is cleared, `killed` reset, the twin relaunched with the same record:
+//      every done bit set, the output bit-identical to the reference, and every block ran exactly
+//      once;
+//   4. overhead: the median of many event-timed runs of original, untracked twin, tracked twin and
+//   the
 //      shared-word variant, interleaved in one process;
 //   5. (synthetic) kill-to-idle: from the host's cuStreamWriteValue32 call, and from the write's
 //      completion on the GPU, to the end of the killed kernel.
@@ -56,15 +58,17 @@ constexpr int kExitSkip = 77;
 
 // Names go through cuda.h's macros (cuMemAlloc -> cuMemAlloc_v2), so the symbols looked up are the
 // ABI versions the header declares.
-#define SLUICE_DRIVER_FUNCTIONS(X)                                                                 \
-  X(cuInit) X(cuDriverGetVersion) X(cuDeviceGetCount) X(cuDeviceGet) X(cuDeviceGetAttribute)      \
-  X(cuDeviceGetName) X(cuDevicePrimaryCtxRetain) X(cuCtxSetCurrent) X(cuCtxSynchronize)           \
-  X(cuModuleLoadData) X(cuModuleUnload) X(cuModuleGetFunction) X(cuModuleGetGlobal)               \
-  X(cuFuncGetAttribute) X(cuMemAlloc) X(cuMemFree) X(cuMemcpyHtoD) X(cuMemcpyDtoH)                \
-  X(cuMemsetD8) X(cuMemsetD32) X(cuMemsetD8Async) X(cuLaunchKernel) X(cuStreamCreate)             \
-  X(cuStreamSynchronize) X(cuStreamQuery) X(cuStreamWriteValue32) X(cuEventCreate)               \
-  X(cuEventRecord) X(cuEventSynchronize) X(cuEventElapsedTime) X(cuEventDestroy)                  \
-  X(cuGetErrorString)
+// clang-format off
+#define SLUICE_DRIVER_FUNCTIONS(X)                                                                \
+  X(cuInit) X(cuDriverGetVersion) X(cuDeviceGetCount) X(cuDeviceGet) X(cuDeviceGetAttribute)     \
+  X(cuDeviceGetName) X(cuDevicePrimaryCtxRetain) X(cuCtxSetCurrent) X(cuCtxSynchronize)          \
+  X(cuModuleLoadData) X(cuModuleUnload) X(cuModuleGetFunction) X(cuModuleGetGlobal)              \
+  X(cuFuncGetAttribute) X(cuMemAlloc) X(cuMemFree) X(cuMemcpyHtoD) X(cuMemcpyDtoH)               \
+  X(cuMemsetD8) X(cuMemsetD32) X(cuMemsetD8Async) X(cuLaunchKernel) X(cuStreamCreate)            \
+  X(cuStreamDestroy) X(cuStreamSynchronize) X(cuStreamQuery) X(cuStreamWriteValue32)            \
+  X(cuEventCreate) X(cuEventRecord) X(cuEventSynchronize) X(cuEventElapsedTime)                  \
+  X(cuEventDestroy) X(cuGetErrorString)
+// clang-format on
 
 struct Driver {
 #define SLUICE_DECLARE(name) decltype(&::name) name = nullptr;
@@ -75,8 +79,8 @@ struct Driver {
   std::string load() {
     void* handle = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
     if (handle == nullptr) return fmt::format("dlopen libcuda.so.1: {}", dlerror());
-#define SLUICE_RESOLVE(name)                                                               \
-  name = reinterpret_cast<decltype(name)>(dlsym(handle, SLUICE_GPU_STRING(name)));         \
+#define SLUICE_RESOLVE(name)                                                       \
+  name = reinterpret_cast<decltype(name)>(dlsym(handle, SLUICE_GPU_STRING(name))); \
   if (name == nullptr) return fmt::format("libcuda.so.1 lacks {}", SLUICE_GPU_STRING(name));
     SLUICE_DRIVER_FUNCTIONS(SLUICE_RESOLVE)
 #undef SLUICE_RESOLVE
@@ -96,8 +100,8 @@ class Gpu {
     if (result == CUDA_SUCCESS) return;
     const char* text = nullptr;
     d.cuGetErrorString(result, &text);
-    throw CudaFailure(fmt::format("{}: {} ({})", what, text != nullptr ? text : "?",
-                                  static_cast<int>(result)));
+    throw CudaFailure(
+        fmt::format("{}: {} ({})", what, text != nullptr ? text : "?", static_cast<int>(result)));
   }
 
   Driver& d;
@@ -148,7 +152,8 @@ class LoadedModule {
   void set_kill_flag(CUdeviceptr kill_word) {
     CUdeviceptr flag = 0;
     size_t bytes = 0;
-    CU(gpu_, cuModuleGetGlobal(&flag, &bytes, module_, std::string(kill_abi::kKillFlagSymbol).c_str()));
+    CU(gpu_,
+       cuModuleGetGlobal(&flag, &bytes, module_, std::string(kill_abi::kKillFlagSymbol).c_str()));
     if (bytes != sizeof(std::uint64_t)) throw CudaFailure("__sluice_kill_flag is not 8 bytes");
     const std::uint64_t address = kill_word;
     CU(gpu_, cuMemcpyHtoD(flag, &address, sizeof address));
@@ -250,7 +255,9 @@ class TritonAdd : public Workload {
 class TritonSoftmax : public Workload {
  public:
   TritonSoftmax(Gpu& gpu, std::uint32_t rows)
-      : rows_(rows), in_(gpu, std::size_t{rows} * kCols * 4), out_(gpu, std::size_t{rows} * kCols * 4) {
+      : rows_(rows),
+        in_(gpu, std::size_t{rows} * kCols * 4),
+        out_(gpu, std::size_t{rows} * kCols * 4) {
     in_.upload(pattern(std::size_t{rows} * kCols, 3).data());
   }
   std::string name() const override { return "triton_softmax"; }
@@ -272,9 +279,9 @@ class TritonSoftmax : public Workload {
   CUdeviceptr scratch_ = 0;
 };
 
-// Sums x into one float with an atomic per block. x holds 1.0 at every 64th element and 0 elsewhere,
-// so every partial sum and the total are small integers: exact in any order, and a block that ran
-// twice would show as an extra 16.
+// Sums x into one float with an atomic per block. x holds 1.0 at every 64th element and 0
+// elsewhere, so every partial sum and the total are small integers: exact in any order, and a block
+// that ran twice would show as an extra 16.
 class TritonAtomic : public Workload {
  public:
   TritonAtomic(Gpu& gpu, std::uint32_t n) : n_(n), x_(gpu, n * 4ull), counter_(gpu, 4) {
@@ -327,7 +334,9 @@ class Synthetic : public Workload {
     out_.zero();
     runs_.zero();
   }
-  std::vector<void*> args() override { return {&spin_, out_.address(), in_.address(), runs_.address()}; }
+  std::vector<void*> args() override {
+    return {&spin_, out_.address(), in_.address(), runs_.address()};
+  }
   std::vector<std::byte> result() override { return out_.download(); }
   std::string exactly_once() override {
     const std::vector<std::byte> bytes = runs_.download();
@@ -367,7 +376,8 @@ double median(std::vector<double> values) {
 double percentile(std::vector<double> values, double p) {
   if (values.empty()) return 0;
   std::sort(values.begin(), values.end());
-  return values[std::min(values.size() - 1, static_cast<std::size_t>(p * static_cast<double>(values.size())))];
+  return values[std::min(values.size() - 1,
+                         static_cast<std::size_t>(p * static_cast<double>(values.size())))];
 }
 
 struct Record {
@@ -386,6 +396,12 @@ class Experiment {
     CU(gpu_, cuStreamCreate(&work_stream_, CU_STREAM_NON_BLOCKING));
     CU(gpu_, cuStreamCreate(&kill_stream_, CU_STREAM_NON_BLOCKING));
   }
+  Experiment(const Experiment&) = delete;
+  Experiment& operator=(const Experiment&) = delete;
+  ~Experiment() {
+    gpu_.d.cuStreamDestroy(work_stream_);
+    gpu_.d.cuStreamDestroy(kill_stream_);
+  }
 
   json run() {
     json out;
@@ -398,7 +414,8 @@ class Experiment {
     const std::string source = workload_.ptx();
     auto barrier = sluice::ptx::instrument(source);
     auto shared = sluice::ptx::instrument(source, {sluice::ptx::Broadcast::shared_word, {}});
-    if (!barrier || !shared) throw CudaFailure("instrument: " + (barrier ? shared : barrier).error().message);
+    if (!barrier || !shared)
+      throw CudaFailure("instrument: " + (barrier ? shared : barrier).error().message);
     if (barrier->instrumented_count() != 1 || shared->instrumented_count() != 1) {
       out["error"] = "the rewriter did not instrument the kernel";
       out["pass"] = false;
@@ -494,7 +511,8 @@ class Experiment {
 
   // One event-timed run; `tracked` passes the (already reset) launch record, else 0. Original
   // kernels get no extra parameter.
-  double timed(CUfunction function, bool tracked, std::optional<CUdeviceptr> record = std::nullopt) {
+  double timed(CUfunction function, bool tracked,
+               std::optional<CUdeviceptr> record = std::nullopt) {
     Event start(gpu_);
     Event stop(gpu_);
     const bool twin = function != original_->function();
@@ -640,7 +658,8 @@ Options parse_options(int argc, char** argv) {
     } else if (arg == "--only") {
       options.only = value();
     } else {
-      throw std::invalid_argument("unknown argument " + arg + " (--runs N, --scale S, --only NAME)");
+      throw std::invalid_argument("unknown argument " + arg +
+                                  " (--runs N, --scale S, --only NAME)");
     }
   }
   return options;
@@ -687,7 +706,9 @@ int run(const Options& options) {
   report["rewriter"] = sluice::ptx::kRewriterVersion;
   report["runs"] = options.runs;
 
-  auto scaled = [&](double value) { return static_cast<std::uint32_t>(std::max(1.0, value * options.scale)); };
+  auto scaled = [&](double value) {
+    return static_cast<std::uint32_t>(std::max(1.0, value * options.scale));
+  };
   const std::uint64_t cycles_per_us = static_cast<std::uint64_t>(clock_khz) / 1000;
   // The design's BE kernel: 4 waves of 1 ms blocks over every SM (8 blocks of 256 threads per SM),
   // and a variant with 20 us blocks for the overhead of the check on short blocks.

@@ -23,4 +23,6 @@ extern "C" __global__ void reads_cluster_rank(int* out) {
 }
 
 // Not a cluster kernel: the sm_90 target alone changes nothing.
-extern "C" __global__ void plain_on_sm90(float* x) { x[threadIdx.x] *= 3.0f; }
+extern "C" __global__ void plain_on_sm90(float* x) {
+  x[threadIdx.x] *= 3.0f;
+}

@@ -80,11 +80,15 @@ extern "C" __global__ void reads_initialized_data(int* out) {
 extern "C" __global__ void reads_constant_memory(float* out) {
   out[threadIdx.x] = coefficients[threadIdx.x & 15];
 }
-extern "C" __global__ void writes_counter(int* out) { out[threadIdx.x] = atomicAdd(&counter, 0) + 1; }
+extern "C" __global__ void writes_counter(int* out) {
+  out[threadIdx.x] = atomicAdd(&counter, 0) + 1;
+}
 extern "C" __global__ void bumps_initialized(int amount) {
   if (threadIdx.x == 0) written_after_init += amount;
 }
-extern "C" __global__ void reads_bumped(int* out) { out[threadIdx.x] = written_after_init; }
+extern "C" __global__ void reads_bumped(int* out) {
+  out[threadIdx.x] = written_after_init;
+}
 
 // --- communicating ---
 __device__ __noinline__ void wait_for(volatile int* flag) {

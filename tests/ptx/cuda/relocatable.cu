@@ -2,6 +2,10 @@
 // be loaded on its own.
 extern __device__ int defined_elsewhere(int);
 
-extern "C" __global__ void calls_extern(int* x) { x[threadIdx.x] = defined_elsewhere(x[threadIdx.x]); }
+extern "C" __global__ void calls_extern(int* x) {
+  x[threadIdx.x] = defined_elsewhere(x[threadIdx.x]);
+}
 
-extern "C" __global__ void self_contained(int* x) { x[threadIdx.x] += 1; }
+extern "C" __global__ void self_contained(int* x) {
+  x[threadIdx.x] += 1;
+}

@@ -15,7 +15,7 @@
 namespace sluice::ptx {
 
 inline constexpr std::uint16_t kElfMachineCuda = 190;  // EM_CUDA
-inline constexpr std::uint8_t kStoCudaEntry = 0x10;     // st_other bit of a kernel symbol
+inline constexpr std::uint8_t kStoCudaEntry = 0x10;    // st_other bit of a kernel symbol
 
 struct ElfSection {
   std::string name;

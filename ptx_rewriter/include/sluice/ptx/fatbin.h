@@ -1,7 +1,7 @@
 // Readers for the containers that carry GPU code: fat binaries (magic 0xBA55ED50), the
 // __cudaRegisterFatBinary wrapper (magic 0x466243B1) that points at one, and image classification.
 //
-// Fatbin layout (little-endian, learnt from nvcc/fatbinary 13.0 output and the toolkit's libraries):
+// Fatbin layout (little-endian; learnt from nvcc/fatbinary 13.0 and the toolkit's libraries):
 //   container header, 16 bytes: u32 magic, u16 version (1), u16 header_size (16), u64 body_size
 //   then entries back to back until header_size + body_size, each:
 //     0x00 u16 kind (1 PTX, 2 ELF)        0x02 u16 entry version (0x0101)
@@ -100,15 +100,16 @@ struct DecompressLimits {
 };
 
 // The entry's content: the payload decompressed, or copied when stored uncompressed.
-Result<std::vector<std::byte>> entry_contents(const FatbinEntry& entry, DecompressLimits limits = {});
+Result<std::vector<std::byte>> entry_contents(const FatbinEntry& entry,
+                                              DecompressLimits limits = {});
 
 // The PTX text of a PTX entry (its contents up to the first NUL).
 Result<std::string> entry_ptx(const FatbinEntry& entry, DecompressLimits limits = {});
 
 // Whether a device of compute capability `device_arch` (e.g. 90) can run the entry: arch-specific
-// code (sm_90a) only on exactly its arch, family code (sm_100f) on devices of its family that are not
-// older, other code on devices that are not older (PTX by JIT; cubins need the same major version,
-// which callers check themselves).
+// code (sm_90a) only on exactly its arch, family code (sm_100f) on devices of its family that are
+// not older, other code on devices that are not older (PTX by JIT; cubins need the same major
+// version, which callers check themselves).
 bool runs_on(const FatbinEntry& entry, std::uint32_t device_arch);
 
 // The entry that a device of compute capability `device_arch` (e.g. 90) can JIT: the PTX entry of
@@ -136,8 +137,8 @@ ImageKind classify_image(Bytes prefix);
 
 // The extent of an image that the caller holds only as a pointer (what the driver API receives).
 // Reads the image's own headers to find its size: the fatbin header, the ELF section and program
-// header tables, or the NUL that ends PTX text. A wrapper is followed to its fatbin. The memory must
-// be readable as far as those headers say, which the driver requires of the caller anyway.
+// header tables, or the NUL that ends PTX text. A wrapper is followed to its fatbin. The memory
+// must be readable as far as those headers say, which the driver requires of the caller anyway.
 Result<Bytes> image_from_pointer(const void* image);
 
 }  // namespace sluice::ptx

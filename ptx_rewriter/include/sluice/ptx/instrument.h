@@ -11,7 +11,8 @@
 //   the decision reaches every thread of the block through a barrier (Broadcast below);
 //   skipping threads `ret`.
 // Entries that are not killable are left unchanged (and keep their names), so the twin module is a
-// drop-in for the original; the shim uses a twin only for the entries the report marks instrumented.
+// drop-in for the original; the shim uses a twin only for the entries the report marks
+// instrumented.
 //
 // Thread rules: pure functions.
 #pragma once
@@ -32,7 +33,8 @@ inline constexpr std::string_view kRewriterVersion = "sluice-ptx/1";
 
 enum class Broadcast {
   // bar.red.or.pred: thread 0's decision ORed over the block by the barrier itself. No shared
-  // memory, so the twin's static shared size, occupancy and dynamic shared limit stay the original's.
+  // memory, so the twin's static shared size, occupancy and dynamic shared limit stay the
+  // original's.
   barrier_reduction,
   // st.shared of a .shared word by thread 0, bar.sync 0, ld.shared by all: 4 more bytes of static
   // shared memory per block. The form the contract first described; kept for comparison on a GPU.

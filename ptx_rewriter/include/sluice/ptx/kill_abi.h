@@ -23,10 +23,10 @@ inline constexpr std::string_view kReservedPrefix = "__sluice_";
 // Launch record, in device memory, zeroed by the shim before the first launch:
 //   u32 killed      set to 1 by a block that skipped because the kill word was non-zero
 //   u32 reserved
-//   u32 done[]      bit b of done[w] is set by block 32*w+b when it starts (it then always finishes)
+//   u32 done[]      bit b of done[w]: block 32*w+b has started (so it will finish)
 // Block numbers are linear: ctaid.x + nctaid.x * (ctaid.y + nctaid.y * ctaid.z).
-// Relaunching the same twin with the same parameters and record runs exactly the blocks whose bit is
-// clear; the shim resets `killed` to 0 before a relaunch and reads it after completion.
+// Relaunching the same twin with the same parameters and record runs exactly the blocks whose bit
+// is clear; the shim resets `killed` to 0 before a relaunch and reads it after completion.
 inline constexpr std::uint32_t kKilledOffset = 0;
 inline constexpr std::uint32_t kReservedOffset = 4;
 inline constexpr std::uint32_t kDoneOffset = 8;

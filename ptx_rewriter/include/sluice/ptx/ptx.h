@@ -44,7 +44,8 @@ std::string join_tokens(const Tokens& tokens);
 // with an optional U suffix. False when `text` is not one.
 bool parse_number(std::string_view text, std::uint64_t& value);
 
-// One entry of a parameter list: `.param .align 8 .b8 p[16]`, `.param .u64 .ptr .global .align 1 x`,
+// One entry of a parameter list: `.param .align 8 .b8 p[16]`, `.param .u64 .ptr .global .align 1
+// x`,
 // `.reg .b32 r` (old-style .func parameters).
 struct Param {
   std::string space = ".param";  // ".param" or ".reg"
@@ -66,8 +67,8 @@ struct Param {
 // .noreturn / .pragma "nounroll";
 struct FunctionDirective {
   std::string name;
-  Tokens args;            // without the terminating ';'
-  bool semicolon = false; // `.pragma "...";` ends with one; performance directives do not
+  Tokens args;             // without the terminating ';'
+  bool semicolon = false;  // `.pragma "...";` ends with one; performance directives do not
   int line = 0;
 
   // The directive's numbers (".reqntid 128, 2" -> {128, 2}); non-numbers are skipped.
@@ -77,8 +78,8 @@ struct FunctionDirective {
 struct Instruction {
   std::string guard;  // "%p1" for "@%p1" or "@!%p1"; empty when unguarded
   bool guard_negated = false;
-  std::string opcode;             // "ld.global.v4.b32"
-  std::vector<Tokens> operands;   // split at top-level commas
+  std::string opcode;            // "ld.global.v4.b32"
+  std::vector<Tokens> operands;  // split at top-level commas
 
   // The opcode's parts: "ld.global.v4.b32" -> base "ld", modifiers {"global", "v4", "b32"}.
   std::string_view base() const;
@@ -97,16 +98,16 @@ struct Statement {
 
 struct Function {
   bool is_entry = false;
-  std::vector<std::string> linkage;    // .visible / .extern / .weak
-  Tokens attributes;                   // e.g. .attribute(.unified(...)) between .func and the name
-  bool has_returns = false;            // `.func (.param .b32 r) f(...)`
+  std::vector<std::string> linkage;  // .visible / .extern / .weak
+  Tokens attributes;                 // e.g. .attribute(.unified(...)) between .func and the name
+  bool has_returns = false;          // `.func (.param .b32 r) f(...)`
   std::vector<Param> returns;
   std::string name;
-  bool has_params = false;             // a parameter list was written, possibly empty
+  bool has_params = false;  // a parameter list was written, possibly empty
   std::vector<Param> params;
   std::vector<FunctionDirective> directives;
-  bool has_body = false;               // false for a declaration ending in ';'
-  std::vector<Statement> body;         // between the outer braces
+  bool has_body = false;        // false for a declaration ending in ';'
+  std::vector<Statement> body;  // between the outer braces
   int line = 0;
 
   bool is_extern() const;

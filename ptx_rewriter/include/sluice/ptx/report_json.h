@@ -1,5 +1,5 @@
-// JSON forms of the rewriter's reports, as `sluice-ptx --json` prints them and as the shim may store
-// them beside cached twins. Field names are stable: scripts read them.
+// JSON forms of the rewriter's reports, as `sluice-ptx --json` prints them and as the shim may
+// store them beside cached twins. Field names are stable: scripts read them.
 #pragma once
 
 #include <nlohmann/json.hpp>
