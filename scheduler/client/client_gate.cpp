@@ -64,6 +64,14 @@ void atomic_sub_floor(std::atomic<std::uint64_t>& target, std::uint64_t value) {
   }
 }
 
+// What admit() reserved for an operation, until on_submit() on the same thread settles it.
+struct Reservation {
+  const void* owner = nullptr;
+  std::uint64_t seq = 0;
+  std::uint64_t predicted_ns = 0;
+};
+thread_local Reservation tls_reservation;
+
 // The gate of one device, as the newest decision set it, and the work accounted against it.
 struct DeviceGate {
   std::atomic<bool> decided{false};
@@ -119,8 +127,16 @@ class DaemonGate final : public ClientGate {
     if (grant == protocol::kUnlimited) return true;
     std::uint64_t identity = 0, work = 0;
     std::uint64_t predicted = predict(op, identity, work);
-    std::uint64_t inflight = devices_[static_cast<std::size_t>(device)].inflight_ns.load(std::memory_order_acquire);
-    return inflight + predicted <= grant || (inflight == 0 && gate.solo.load(std::memory_order_acquire));
+    // Admission reserves the operation's share of the grant at once, so that a status sent before
+    // the driver call returns already counts it.
+    std::atomic<std::uint64_t>& inflight = devices_[static_cast<std::size_t>(device)].inflight_ns;
+    std::uint64_t current = inflight.load(std::memory_order_acquire);
+    do {
+      bool fits = current + predicted <= grant || (current == 0 && gate.solo.load(std::memory_order_acquire));
+      if (!fits) return false;
+    } while (!inflight.compare_exchange_weak(current, current + predicted, std::memory_order_acq_rel));
+    tls_reservation = Reservation{this, op.seq, predicted};
+    return true;
   }
 
   void before_submit(const OpDesc& op) noexcept override {
@@ -141,33 +157,31 @@ class DaemonGate final : public ClientGate {
   void on_submit(const OpDesc& op, CUresult result) noexcept override {
     if (!shim::op_uses_gpu(op.kind) || forked()) return;
     bool was_held = forget_held(op);
+    Reservation reserved = take_reservation(op);
     tracker_.end_sample(op, result == CUDA_SUCCESS);
-    Connection* c = conn_.load(std::memory_order_acquire);
-    if (c == nullptr || link_.load(std::memory_order_relaxed) != LinkState::connected) return;
     int device = device_index(op.device);
     DeviceGate& dev = devices_[static_cast<std::size_t>(device)];
-    dev.used.store(true, std::memory_order_relaxed);
-    std::uint64_t now = now_ns();
-    if (result == CUDA_SUCCESS) {
-      std::uint64_t identity = 0, work = 0;
-      std::uint64_t predicted = predict(op, identity, work);
-      if (tracker_.submitted(op, predicted, marker_of(device))) {
-        dev.inflight_ns.fetch_add(predicted, std::memory_order_release);
-        dev.submitted_ns.fetch_add(predicted, std::memory_order_relaxed);
-      }
-      atomic_max(dev.newest_seq, op.seq);
-      if (!was_held) {
-        push_op(*c, op, protocol::OpState::submitted, now, predicted);
-        return;
-      }
+    Connection* c = conn_.load(std::memory_order_acquire);
+    bool connected = c != nullptr && link_.load(std::memory_order_relaxed) == LinkState::connected;
+    if (result != CUDA_SUCCESS || !connected) {
+      if (reserved.owner != nullptr) atomic_sub_floor(dev.inflight_ns, reserved.predicted_ns);
+      if (connected && was_held) push_submitted(*c, op, device);  // refused by the driver: no longer waiting
+      return;
     }
-    if (was_held) {  // a held operation left the queue (submitted, or refused by the driver)
-      protocol::OpSubmittedMsg done{};
-      done.type = static_cast<std::uint16_t>(protocol::MsgType::op_submitted);
-      done.device = static_cast<std::int16_t>(device);
-      done.seq = op.seq;
-      done.submit_ns = now;
-      push(*c, done);
+    dev.used.store(true, std::memory_order_relaxed);
+    std::uint64_t identity = 0, work = 0;
+    std::uint64_t predicted = reserved.owner != nullptr ? reserved.predicted_ns : predict(op, identity, work);
+    if (tracker_.submitted(op, predicted, marker_of(device))) {
+      if (reserved.owner == nullptr) dev.inflight_ns.fetch_add(predicted, std::memory_order_release);
+      dev.submitted_ns.fetch_add(predicted, std::memory_order_relaxed);
+    } else if (reserved.owner != nullptr) {
+      atomic_sub_floor(dev.inflight_ns, predicted);  // untrackable: counted as complete
+    }
+    atomic_max(dev.newest_seq, op.seq);
+    if (was_held) {
+      push_submitted(*c, op, device);
+    } else {
+      push_op(*c, op, protocol::OpState::submitted, now_ns(), predicted);
     }
   }
 
@@ -281,7 +295,26 @@ class DaemonGate final : public ClientGate {
     return true;
   }
 
+  // The reservation admit() made for `op` on this thread, if any (the engine submits an admitted
+  // operation on the thread that asked).
+  Reservation take_reservation(const OpDesc& op) noexcept {
+    Reservation& r = tls_reservation;
+    if (r.owner != this || r.seq != op.seq) return {};
+    Reservation taken = r;
+    r = Reservation{};
+    return taken;
+  }
+
   // ---- messages to sluiced ---------------------------------------------------------------------
+
+  void push_submitted(Connection& c, const OpDesc& op, int device) noexcept {
+    protocol::OpSubmittedMsg done{};
+    done.type = static_cast<std::uint16_t>(protocol::MsgType::op_submitted);
+    done.device = static_cast<std::int16_t>(device);
+    done.seq = op.seq;
+    done.submit_ns = now_ns();
+    push(c, done);
+  }
 
   template <typename Msg>
   void push(Connection& c, const Msg& message) noexcept {

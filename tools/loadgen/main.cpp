@@ -1,7 +1,9 @@
 // sluice-loadgen: a CUDA driver-API client for the demo and the scenario tests. It loads one PTX
 // module (spin_ptx.h) and runs one role:
 //
-//   rt    periodic small launches; measures launch -> completion latency (host clock, and events)
+//   rt    periodic small launches; measures launch -> completion latency with the host clock
+//         (latency_us, wait_us = latency - kernel time) and with events around the kernel
+//         (event_us, device_wait_us: the same without the host's wake-up after completion)
 //   be    keeps a deep queue of longer spin kernels and counts how many complete
 //   copy  a large host-to-device copy, a memset over part of it, a copy back, and a check of every
 //         word (large copies are split by the shim under sluiced: order must survive)
@@ -25,6 +27,10 @@
 #include <vector>
 
 #include "sluice/common/clock.h"
+#if __has_include("sluice/fake/fake_driver.h")
+#include "sluice/fake/fake_driver.h"
+#define SLUICE_LOADGEN_FAKE_TRACE 1
+#endif
 #include "sluice/shim/cuda.h"
 #include "sluice/shim/driver_api.h"
 #include "spin_ptx.h"
@@ -50,6 +56,8 @@ struct Options {
   double duration_s = 2;
   unsigned count = 0;  // rt: launches (0: until duration_s)
   unsigned warmup = 5;
+  bool raw = false;  // rt: also print every sample
+  std::string fake_trace;  // write the fake driver's execution trace here
   // rt
   double period_us = 2000;
   // be
@@ -140,7 +148,7 @@ json run_rt(Gpu& gpu, const Options& o) {
   const auto ns = static_cast<std::uint64_t>(o.kernel_us * 1000);
   const double kernel_us = o.kernel_us * static_cast<double>(waves(o.grid, gpu.sms()));
   const auto period = static_cast<std::uint64_t>(o.period_us * 1000);
-  std::vector<double> latency, wait, gpu_time, call;
+  std::vector<double> latency, wait, gpu_time, device_wait, call;
   const std::uint64_t begin = now_ns();
   const std::uint64_t stop = begin + static_cast<std::uint64_t>(o.duration_s * 1e9);
   for (unsigned i = 0;; ++i) {
@@ -161,7 +169,9 @@ json run_rt(Gpu& gpu, const Options& o) {
     latency.push_back(us);
     wait.push_back(std::max(0.0, us - kernel_us));
     call.push_back(static_cast<double>(c1 - c0) / 1000.0);
-    gpu_time.push_back(gpu.elapsed_ms(start, end) * 1000.0);
+    double event_us = gpu.elapsed_ms(start, end) * 1000.0;
+    gpu_time.push_back(event_us);
+    device_wait.push_back(std::max(0.0, event_us - kernel_us));
   }
   return {{"role", "rt"},
           {"kernel_us", kernel_us},
@@ -170,7 +180,9 @@ json run_rt(Gpu& gpu, const Options& o) {
           {"latency_us", percentiles(latency)},
           {"wait_us", percentiles(wait)},
           {"event_us", percentiles(gpu_time)},
-          {"launch_call_us", percentiles(call)}};
+          {"device_wait_us", percentiles(device_wait)},
+          {"launch_call_us", percentiles(call)},
+          {"raw_device_wait_us", o.raw ? json(device_wait) : json(nullptr)}};
 }
 
 json run_be(Gpu& gpu, const Options& o) {
@@ -244,6 +256,33 @@ json run_copy(Gpu& gpu, const Options& o) {
           {"ok", mismatches == 0}, {"round_ms", percentiles(ms)}};
 }
 
+// The fake driver's execution trace of this process (SLUICE_FAKE_TRACE=1), as JSON. The fake
+// may sit under the shim, so it is found by path (SLUICE_REAL_LIBCUDA, --driver) or by its SONAME.
+void write_fake_trace(const Options& o) {
+#ifndef SLUICE_LOADGEN_FAKE_TRACE
+  (void)o;
+  throw DriverError("this sluice-loadgen was built without the fake driver's header: no trace");
+#else
+  const char* real = std::getenv("SLUICE_REAL_LIBCUDA");
+  std::string path = real != nullptr ? real : o.driver_path.empty() ? "libcuda.so.1" : o.driver_path;
+  void* fake = dlopen(path.c_str(), RTLD_NOW | RTLD_NOLOAD);
+  using Count = std::size_t (*)();
+  using Read = std::size_t (*)(sluice_fake_trace_record*, std::size_t, std::size_t);
+  auto count = fake != nullptr ? reinterpret_cast<Count>(dlsym(fake, "sluice_fake_trace_count")) : nullptr;
+  auto read = fake != nullptr ? reinterpret_cast<Read>(dlsym(fake, "sluice_fake_trace_read")) : nullptr;
+  if (count == nullptr || read == nullptr) throw DriverError(path + " is not the fake driver: no trace to write");
+  std::vector<sluice_fake_trace_record> records(count());
+  records.resize(read(records.data(), 0, records.size()));
+  json out = json::array();
+  for (const auto& r : records) {
+    out.push_back({{"kind", r.kind}, {"engine", r.engine}, {"ticket", r.ticket}, {"stream", r.stream},
+                   {"submit_ns", r.submit_ns}, {"start_ns", r.start_ns}, {"end_ns", r.end_ns},
+                   {"name", std::string(r.name, strnlen(r.name, sizeof(r.name)))}});
+  }
+  std::ofstream(o.fake_trace) << out.dump() << "\n";
+#endif
+}
+
 int run(int argc, char** argv) {
   CLI::App app{"sluice-loadgen: RT and BE load for the sluice demo and scenario tests"};
   app.require_subcommand(1);
@@ -251,6 +290,7 @@ int run(int argc, char** argv) {
   app.add_option("--driver", o.driver_path, "driver library to dlopen (default: libcuda.so.1 from the loader path)");
   app.add_option("--device", o.device, "device ordinal");
   app.add_option("--out", o.out, "write the JSON result here instead of stdout");
+  app.add_option("--fake-trace", o.fake_trace, "fake driver only: write its execution trace (needs SLUICE_FAKE_TRACE=1)");
   auto add_kernel = [&](CLI::App* sub) {
     sub->add_option("--kernel-us", o.kernel_us, "spin time per block (us)");
     sub->add_option("--grid", o.grid, "blocks per launch");
@@ -262,6 +302,7 @@ int run(int argc, char** argv) {
   rt->add_option("--period-us", o.period_us, "time between launches");
   rt->add_option("--count", o.count, "launches to measure (0: until --duration-s)");
   rt->add_option("--warmup", o.warmup, "launches not measured");
+  rt->add_flag("--raw", o.raw, "also print every sample of device_wait_us");
   CLI::App* be = app.add_subcommand("be", "a deep queue of longer kernels; counts completions");
   add_kernel(be);
   be->add_option("--depth", o.depth, "kernels kept in flight");
@@ -273,6 +314,7 @@ int run(int argc, char** argv) {
   Gpu gpu(o);
   json result = rt->parsed() ? run_rt(gpu, o) : be->parsed() ? run_be(gpu, o) : run_copy(gpu, o);
   result["pid"] = getpid();
+  if (!o.fake_trace.empty()) write_fake_trace(o);
   if (const char* label = std::getenv("SLUICE_CLASS")) result["label"] = label;
   if (o.out.empty()) {
     std::cout << result.dump() << std::endl;
