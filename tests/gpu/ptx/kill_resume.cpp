@@ -454,7 +454,8 @@ class Experiment {
     // 4. Overhead.
     out["overhead"] = overhead();
 
-    const bool pass = untracked_identical && kill["pass"].get<bool>();
+    const bool pass = untracked_identical && kill["pass"].get<bool>() &&
+                      out["overhead"]["runs_with_wrong_result"].get<int>() == 0;
     out["pass"] = pass;
     return out;
   }
@@ -597,17 +598,27 @@ class Experiment {
     std::vector<double> tracked;
     std::vector<double> shared_word;
     kill_word_.zero();
+    // A timed run counts only if it computed the reference result: a twin that skipped blocks
+    // would look fast.
+    int wrong_results = 0;
+    auto check = [&] {
+      if (workload_.result() != reference_) ++wrong_results;
+    };
     for (int i = 0; i < runs_; ++i) {
       workload_.reset();
       original.push_back(timed(original_->function(), false));
+      check();
       workload_.reset();
       untracked.push_back(timed(twin_->function(), false, 0));
+      check();
       workload_.reset();
       CU(gpu_, cuMemsetD8Async(record_.ptr(), 0, record_.bytes(), work_stream_));
       tracked.push_back(timed(twin_->function(), true));
+      check();
       workload_.reset();
       CU(gpu_, cuMemsetD8Async(record_.ptr(), 0, record_.bytes(), work_stream_));
       shared_word.push_back(timed(shared_twin_->function(), true));
+      check();
     }
     const double base = median(original);
     auto summary = [&](const std::vector<double>& values) {
@@ -617,6 +628,7 @@ class Experiment {
                   {"overhead_percent", base > 0 ? (m / base - 1) * 100 : 0}};
     };
     return {{"runs", runs_},
+            {"runs_with_wrong_result", wrong_results},
             {"original", summary(original)},
             {"twin_untracked", summary(untracked)},
             {"twin_tracked", summary(tracked)},
