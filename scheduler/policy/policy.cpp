@@ -355,12 +355,16 @@ bool is_lower(const ClassParams& a, const ClassParams& b) {
 Result<Policy> parse_policy(std::string_view text, std::string_view source) {
   json root;
   try {
-    // nlohmann reports syntax errors only by exception; this is the one place it is caught.
+    // nlohmann reports syntax errors only by exception; this is the one place they are caught.
     root = json::parse(text.begin(), text.end());
   } catch (const json::parse_error& error) {
     std::string what = error.what();
     if (auto colon = what.rfind(": "); colon != std::string::npos) what = what.substr(colon + 2);
     return make_error("{}:{}: not valid JSON: {}", source, position_of(text, error.byte > 0 ? error.byte - 1 : 0), what);
+  } catch (const json::exception& error) {  // e.g. a number too large for any type
+    std::string what = error.what();
+    if (auto bracket = what.find("] "); bracket != std::string::npos) what = what.substr(bracket + 2);
+    return make_error("{}: not valid JSON: {}", source, what);
   }
   auto policy = parse_document(root);
   if (!policy) return std::move(policy).take_error().context(source);
