@@ -446,6 +446,9 @@ void Engine::release_thread_main() {
 void Engine::flush() noexcept {
   try {
     EngineData& d = *data_;
+    // At process exit the driver may already have run its thread-exit cleanup for this thread:
+    // call it only when there is work to submit.
+    if (d.held_total.load(std::memory_order_acquire) == 0) return;
     const CUcontext saved = current_context();
     CUcontext current = saved;
     const std::uint64_t give_up = now_ns() + options_.max_hold_ns;

@@ -11,7 +11,8 @@ namespace sluice::shim::preload {
 
 CUresult no_driver(Runtime* rt, Sym sym) noexcept {
   if (rt == nullptr) return CUDA_ERROR_NOT_INITIALIZED;  // called back while sluice initializes
-  warn_once(*rt, sym, "no CUDA driver is loaded (see the first error); returning CUDA_ERROR_NO_DEVICE");
+  // The reason was logged once when loading failed; each entry point only notes it at debug level.
+  if (log::enabled(log::Level::debug)) log::debug("{}: no CUDA driver is loaded", sym_name(sym));
   return CUDA_ERROR_NO_DEVICE;
 }
 

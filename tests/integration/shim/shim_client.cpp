@@ -202,6 +202,16 @@ std::uint32_t workload(const Api& cu) {
     run_append(blocking, i);
     mlog.push_back(i);
   }
+#ifndef CUDA_API_PER_THREAD_DEFAULT_STREAM
+  // A synchronous copy is a sync point: whatever is held on `blocking` goes first, and the legacy
+  // stream it runs on waits for it. (A per-thread default stream does not wait for `blocking`.)
+  {
+    std::vector<std::uint32_t> early(1 + mlog.size());
+    CU(cu.cuMemcpyDtoH_(early.data(), log, early.size() * 4));
+    CHECK(early[0] == mlog.size());
+    CHECK(std::vector<std::uint32_t>(early.begin() + 1, early.end()) == mlog);
+  }
+#endif
   // a moves to `other` through an event, is copied to b and transformed there.
   CU(cu.cuEventRecord_(done_a, blocking));
   CU(cu.cuStreamWaitEvent_(other, done_a, 0));
