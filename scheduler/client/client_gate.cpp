@@ -27,7 +27,7 @@ using shim::OpDesc;
 using Kind = shim::OpKind;
 
 constexpr std::uint64_t kIdlePollNs = 50'000'000;
-constexpr std::uint64_t kRtIdlePollNs = 2'000'000;
+constexpr std::uint64_t kRtPollNs = 2'000'000;
 constexpr std::uint64_t kHeartbeatNs = 100'000'000;
 constexpr std::uint64_t kMaxReconnectNs = 2'000'000'000;
 constexpr std::uint64_t kDefaultChunkBytes = 8ull << 20;
@@ -558,10 +558,13 @@ class DaemonGate final : public ClientGate {
       // Announce the sleep so that sluiced rings for its next decision; a decision that arrived
       // meanwhile makes it a zero-length poll.
       bool sleep = c->from_daemon.prepare_wait();
-      // An idle RT client looks again soon: its next launch makes it busy without waking this
-      // thread, and the sooner it sees that work complete, the sooner best-effort work resumes.
-      std::uint64_t idle_poll = cls_.load(std::memory_order_relaxed) == protocol::Class::rt ? kRtIdlePollNs : kIdlePollNs;
-      timespec timeout = protocol::to_timespec(!sleep ? 0 : busy_ ? options_.busy_poll_ns : idle_poll);
+      // A BE client looks at its work often while it runs: completions free grant. An RT client
+      // looks every couple of milliseconds, busy or not: its launches need no help from this
+      // thread, and what it learns only moves the end of RT activity, which a hold-off of tens of
+      // milliseconds follows anyway. Fewer wake-ups also keep it out of the RT threads' way.
+      bool rt = cls_.load(std::memory_order_relaxed) == protocol::Class::rt;
+      std::uint64_t poll = rt ? kRtPollNs : busy_ ? options_.busy_poll_ns : kIdlePollNs;
+      timespec timeout = protocol::to_timespec(!sleep ? 0 : poll);
       int ready = ppoll(fds, 3, &timeout, nullptr);
       if (sleep) c->from_daemon.finish_wait();
       if (ready < 0 && errno != EINTR) continue;
