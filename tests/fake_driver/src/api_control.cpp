@@ -115,6 +115,11 @@ extern "C" void sluice_fake_trace_clear(void) {
       0);
 }
 
+// Every counter of the public struct has its atomic, in the same order.
+#define SLUICE_FAKE_COUNT_ONE(name) +1
+static_assert(sizeof(sluice_fake_counters) == sizeof(std::uint64_t) * (0 SLUICE_FAKE_COUNTERS(SLUICE_FAKE_COUNT_ONE)));
+#undef SLUICE_FAKE_COUNT_ONE
+
 extern "C" void sluice_fake_counters_get(sluice_fake_counters* out, size_t size) {
   if (out == nullptr) return;
   sluice_fake_counters counters{};

@@ -32,8 +32,11 @@ constexpr ErrorEntry kErrors[] = {
 };
 
 const ErrorEntry* find_error(CUresult code) {
+  // Applications pass codes that are no enumerator; compare them as integers.
+  int value = 0;
+  std::memcpy(&value, &code, sizeof(value));
   for (const ErrorEntry& entry : kErrors) {
-    if (entry.code == code) return &entry;
+    if (static_cast<int>(entry.code) == value) return &entry;
   }
   return nullptr;
 }
@@ -79,6 +82,7 @@ const std::vector<void*>& own_symbols() {
 // variant when there is one for that ABI.
 CUresult get_proc_address(const char* symbol, void** pfn, int version, cuuint64_t flags,
                           CUdriverProcAddressQueryResult* status) {
+  ++driver().counters.proc_address_queries;
   auto answer = [&](CUdriverProcAddressQueryResult result, void* address) {
     if (status != nullptr) *status = result;
     *pfn = address;
@@ -106,6 +110,7 @@ CUresult get_proc_address(const char* symbol, void** pfn, int version, cuuint64_
     chosen = best_per_thread;
   }
   if (chosen == nullptr) return answer(CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT, nullptr);
+  log::trace("fake driver: cuGetProcAddress({}, {}, {}) -> {}", name, version, flags, shim::sym_name(chosen->symbol));
   void* address = own_symbols()[static_cast<std::size_t>(chosen->symbol)];
   if (address == nullptr) return answer(CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND, nullptr);
   return answer(CU_GET_PROC_ADDRESS_SUCCESS, address);
@@ -205,11 +210,12 @@ extern "C" CUresult cuGetProcAddress_v2(const char* symbol, void** pfn, int cuda
 extern "C" CUresult cuGetExportTable(const void** table, const CUuuid* id) {
   return api::call_uninitialized([&] {
     if (table == nullptr || id == nullptr) return CUDA_ERROR_INVALID_VALUE;
+    ++driver().counters.export_table_queries;
     *table = nullptr;
     char hex[33] = {};
     for (int i = 0; i < 16; ++i) std::snprintf(hex + 2 * i, 3, "%02x", static_cast<unsigned char>(id->bytes[i]));
-    sluice::log::debug("fake driver: cuGetExportTable({}) is not supported", hex);
-    return CUDA_ERROR_NOT_SUPPORTED;
+    sluice::log::debug("fake driver: cuGetExportTable({}): no such table", hex);
+    return CUDA_ERROR_NOT_FOUND;
   });
 }
 

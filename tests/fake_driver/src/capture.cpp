@@ -126,10 +126,7 @@ CUresult begin_capture(Driver& drv, Stream& stream, CUstreamCaptureMode mode, Gr
 CUresult end_capture(Driver& drv, Stream& stream, CUgraph* graph_out) {
   if (!stream.capture) return CUDA_ERROR_ILLEGAL_STATE;
   std::shared_ptr<Capture> capture = stream.capture;
-  if (capture->origin != &stream) {
-    invalidate_capture(*capture);
-    return CUDA_ERROR_STREAM_CAPTURE_UNMATCHED;
-  }
+  if (capture->origin != &stream) return CUDA_ERROR_STREAM_CAPTURE_UNMATCHED;
   if (capture->mode != CU_STREAM_CAPTURE_MODE_RELAXED && capture->thread != std::this_thread::get_id()) {
     return CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD;
   }

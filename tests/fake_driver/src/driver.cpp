@@ -1,6 +1,7 @@
 #include "driver.h"
 
 #include <pthread.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -213,9 +214,13 @@ void tear_down_context(Driver& drv, std::unique_lock<std::mutex>& lock, Context&
     Allocation* allocation = drv.memory.at(base);
     if (allocation->kind == MemKind::device || allocation->kind == MemKind::managed) {
       free_device_allocation(drv, *allocation);
-    } else {
-      drv.memory.erase(base);
+      continue;
     }
+    if (allocation->kind == MemKind::ipc_mapped) {
+      std::erase_if(drv.ipc_mappings, [&](const auto& entry) { return entry.second.address == base; });
+    }
+    if (allocation->mapped_bytes != 0) munmap(reinterpret_cast<void*>(base), allocation->mapped_bytes);  // pinned, IPC
+    drv.memory.erase(base);
   }
   for (Stream* stream : ctx.streams) {
     unregister_handle(drv, stream);

@@ -33,7 +33,8 @@ class HostWorker;
   X(copies_executed) X(copies_failed) X(memsets_submitted) X(memsets_executed) X(memsets_failed)  \
   X(host_funcs_submitted) X(host_funcs_executed) X(event_records) X(event_waits)                  \
   X(memops_submitted) X(memops_executed) X(graph_launches) X(captured_ops) X(module_loads)         \
-  X(allocations) X(frees) X(synchronizations) X(bytes_copied)
+  X(allocations) X(frees) X(synchronizations) X(bytes_copied) X(proc_address_queries)             \
+  X(export_table_queries)
 
 struct Counters {
 #define SLUICE_FAKE_COUNTER_FIELD(name) std::atomic<std::uint64_t> name{0};

@@ -147,6 +147,8 @@ typedef struct sluice_fake_counters {
   uint64_t frees;
   uint64_t synchronizations; /* calls that waited for the device */
   uint64_t bytes_copied;
+  uint64_t proc_address_queries; /* cuGetProcAddress and _v2 calls */
+  uint64_t export_table_queries; /* cuGetExportTable calls (none is answered) */
 } sluice_fake_counters;
 
 /* Fills `out`; `size` is sizeof(sluice_fake_counters) as the caller knows it. */
