@@ -48,6 +48,7 @@ class Scenario:
         self.build = os.path.abspath(args.build)
         self.work = tempfile.mkdtemp(prefix="sluice-scenario-")
         self.bin = binaries(self.build)
+        self.rt_kernel_us = None  # gpu mode: measured in the first phase
         needed = ["sluiced", "shim"] + (["loadgen", "fake"] if args.mode == "fake" else [])
         missing = [self.bin[name] for name in needed if not os.path.exists(self.bin[name])]
         if missing:
@@ -66,7 +67,9 @@ class Scenario:
                           str(a.depth), "--duration-s", str(a.duration + a.lead + 1.0)]
         cmd = [sys.executable, os.path.join(HERE, "torch_client.py"), role, "--out", out]
         if role == "rt":
-            return cmd + ["--period-us", str(a.period_us), "--duration-s", str(a.duration)]
+            # The kernel's time alone, from the first phase, so that every phase subtracts the same.
+            known = ["--kernel-us", str(self.rt_kernel_us)] if self.rt_kernel_us else []
+            return cmd + ["--period-us", str(a.period_us), "--duration-s", str(a.duration)] + known
         return cmd + ["--depth", str(a.depth), "--duration-s", str(a.duration + a.lead + 1.0)]
 
     def client_env(self, base, with_sluice, role):
@@ -147,8 +150,15 @@ class Scenario:
         try:
             # RT alone measures what this machine adds by itself (scheduling noise of a loaded host);
             # the acceptance bound allows for it.
-            results = {"alone": self.phase(False, be_clients=False), "without": self.phase(False),
-                       "with": self.phase(True)}
+            a = self.args
+            print(f"[1/3] RT client alone ({a.duration:g} s)", flush=True)
+            results = {"alone": self.phase(False, be_clients=False)}
+            self.rt_kernel_us = results["alone"]["rt"]["kernel_us"]
+            print(f"[2/3] RT + 2 BE clients without sluice ({a.duration:g} s)", flush=True)
+            results["without"] = self.phase(False)
+            print(f"[3/3] RT + 2 BE clients with sluice: sluiced + LD_PRELOAD=libsluice.so ({a.duration:g} s)",
+                  flush=True)
+            results["with"] = self.phase(True)
         finally:
             if not self.args.keep:
                 shutil.rmtree(self.work, ignore_errors=True)
@@ -157,7 +167,8 @@ class Scenario:
         return {
             "mode": a.mode,
             "setup": {
-                "rt": f"{a.rt_kernel_us:g} us kernel every {a.period_us / 1000:g} ms" if a.mode == "fake" else "small matmul",
+                "rt": (f"{a.rt_kernel_us:g} us kernel" if a.mode == "fake" else
+                       f"256x256 fp16 matmul ({self.rt_kernel_us:.0f} us alone)") + f" every {a.period_us / 1000:g} ms",
                 "be": f"2 clients, {be_kernel_us:g} us kernels, {a.depth} queued each",
                 "be_budget_us": BUDGET_US,
                 "duration_s": a.duration,
@@ -305,7 +316,11 @@ def main():
 
     report = Scenario(args).run()
     failures = check(report, args.tolerance_us)
+    print()
     print_side_by_side(report)
+    w, s = report["without"]["rt"]["wait_us"]["p99"], report["with"]["rt"]["wait_us"]["p99"]
+    print(f"\nRT p99 wait: {ms(w)} without sluice, {ms(s)} with it "
+          f"(BE budget {BUDGET_US} us + one BE kernel = {ms(BUDGET_US + report['be_kernel_us'])}).")
     if args.out_json:
         with open(args.out_json, "w") as f:
             json.dump(report, f, indent=2)
