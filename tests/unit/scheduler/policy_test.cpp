@@ -178,6 +178,23 @@ TEST(Policy, LoadFileNamesTheFile) {
   std::remove(path.c_str());
 }
 
+TEST(Policy, ShippedExampleIsValidAndMeansWhatDocsPolicySays) {
+  auto policy = load_policy_file(SLUICE_EXAMPLES_DIR "/policy.json");
+  ASSERT_TRUE(policy) << policy.error().message;
+  ClientIdentity service = client("python3.11", 999);
+  service.cgroup = "/system.slice/inference-api.service";
+  EXPECT_EQ(assign(*policy, service).rule, "inference-service");
+  EXPECT_EQ(assign(*policy, service).params.cls, Class::rt);
+  ClientIdentity serving = client("python3.11", 1000);
+  serving.cmdline = "python3 serve.py --port 8000";
+  EXPECT_EQ(assign(*policy, serving).rule, "python-serving");
+  serving.label = "batch";
+  EXPECT_EQ(assign(*policy, serving).rule, "nightly-batch") << "the owner lowers its own job";
+  ClientIdentity research = client("python3.11", 1234, 2000);
+  EXPECT_EQ(assign(*policy, research).params.job_length_ms, 86'400'000u);
+  EXPECT_EQ(assign(*policy, client("anything")).rule, "defaults");
+}
+
 TEST(Policy, DefaultPolicyMakesEveryoneBestEffort) {
   Policy policy = default_policy();
   EXPECT_EQ(assign(policy, client("anything", 0)).params.cls, Class::be);
