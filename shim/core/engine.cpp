@@ -258,6 +258,9 @@ bool Engine::dependencies_met(const HeldOp& op) const noexcept {
 CUresult Engine::hold(StreamState& state, EventState* event, const OpDesc& desc, SubmitFn submit,
                       const Call& call) {
   ensure_release_thread();  // first, so that a failure to start it holds nothing
+  // The gate hears of the hold before the release thread can see the call (and submit it).
+  stats_.count_held(desc.kind);
+  gate().on_hold(desc);
   HeldOp op;
   op.desc = desc;
   op.app_stream = call.stream;
@@ -294,8 +297,6 @@ CUresult Engine::hold(StreamState& state, EventState* event, const OpDesc& desc,
   }
   if (event_lock.owns_lock()) event_lock.unlock();
   activate(state);
-  stats_.count_held(desc.kind);
-  gate().on_hold(desc);
   if (first) notify_progress();  // a call behind others cannot go before them anyway
   return CUDA_SUCCESS;
 }

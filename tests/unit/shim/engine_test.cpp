@@ -6,6 +6,8 @@
 
 #include <chrono>
 #include <future>
+#include <map>
+#include <mutex>
 #include <memory>
 #include <thread>
 
@@ -558,6 +560,51 @@ TEST_F(EngineTest, DescriptorsCarryStreamKernelAndIncreasingSequence) {
   EXPECT_EQ(recorder.seen[3].kind, OpKind::memset);
   EXPECT_EQ(recorder.seen[3].bytes, 4u);
   for (std::size_t i = 1; i < recorder.seen.size(); ++i) EXPECT_GT(recorder.seen[i].seq, recorder.seen[i - 1].seq);
+}
+
+// A gate learns of a hold before the held call can be submitted, so that its bookkeeping of held
+// work never sees the submission first.
+TEST_F(EngineTest, GatesHearOfAHoldBeforeItsSubmission) {
+  struct Recorder final : Gate {
+    std::atomic<bool> open{false};
+    std::mutex mu;
+    std::vector<std::pair<std::uint64_t, char>> events;
+    bool admit(const OpDesc&) noexcept override { return open.load(); }
+    void on_hold(const OpDesc& op) noexcept override {
+      std::this_thread::sleep_for(50us);  // widens the window in which a release could overtake it
+      std::lock_guard lock(mu);
+      events.emplace_back(op.seq, 'H');
+    }
+    void on_submit(const OpDesc& op, CUresult) noexcept override {
+      std::lock_guard lock(mu);
+      events.emplace_back(op.seq, 'S');
+    }
+    const char* name() const noexcept override { return "recorder"; }
+  } recorder;
+  engine->set_gate(&recorder);
+  std::atomic<bool> stop{false};
+  std::thread flipper([&] {
+    while (!stop.load()) {
+      recorder.open = !recorder.open.load();
+      engine->gate_changed();
+      std::this_thread::sleep_for(50us);
+    }
+  });
+  for (std::uint32_t i = 0; i < 2000; ++i) ASSERT_EQ(launch(kBlocking, i), CUDA_SUCCESS);
+  stop = true;
+  flipper.join();
+  recorder.open = true;
+  engine->drain_all();
+  engine->set_gate(gate.get());
+  std::map<std::uint64_t, std::string> order;
+  for (const auto& [seq, what] : recorder.events) order[seq] += what;
+  std::size_t held = 0;
+  for (const auto& [seq, what] : order) {
+    EXPECT_TRUE(what == "S" || what == "HS") << "call " << seq << ": " << what;
+    held += what == "HS" ? 1 : 0;
+  }
+  EXPECT_EQ(order.size(), 2000u);
+  EXPECT_GT(held, 0u);
 }
 
 // Several threads, each with its own stream, while the gate flips: every stream keeps its order
