@@ -2,7 +2,8 @@
 //
 //   BM_EngineLaunch  sluice_core in-process over a driver whose cuLaunchKernel returns at once,
 //                    against calling that function directly: the engine's own cost.
-//   BM_ShimLaunch    libsluice.so (dlopen'd, SLUICE_REAL_LIBCUDA = the fake driver) against the fake
+//   BM_ShimLaunch    libsluice.so (dlopen'd, SLUICE_REAL_LIBCUDA = the fake driver) against the
+//   fake
 //                    driver's own cuLaunchKernel, on the same context, module, function and stream.
 //
 // Both interleave batches of direct and sluice launches, so that the shared machine's noise hits
@@ -30,7 +31,8 @@ constexpr int kBatch = 32;
 constexpr int kRounds = 4000;
 
 double median(std::vector<double> values) {
-  std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(values.size() / 2), values.end());
+  std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(values.size() / 2),
+                   values.end());
   return values[values.size() / 2];
 }
 
@@ -61,10 +63,11 @@ void compare(benchmark::State& state, Direct&& direct, Through&& through, Betwee
   state.counters["launches"] = static_cast<double>(2 * kBatch * kRounds);
 }
 
-// ---- the engine alone ----------------------------------------------------------------------------
+// ---- the engine alone
+// ----------------------------------------------------------------------------
 
-CUresult noop_launch(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
-                     CUstream, void**, void**) {
+CUresult noop_launch(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
+                     unsigned, CUstream, void**, void**) {
   return CUDA_SUCCESS;
 }
 CUresult current_context(CUcontext* ctx) {
@@ -89,17 +92,17 @@ void BM_EngineLaunch(benchmark::State& state) {
   std::uint32_t value = 1;
   void* params[] = {&value};
   compare(
-      state,
-      [&] { return direct_fn(func, 1, 1, 1, 32, 1, 1, 0, stream, params, nullptr); },
+      state, [&] { return direct_fn(func, 1, 1, 1, 32, 1, 1, 0, stream, params, nullptr); },
       [&] {
-        return engine.launch_kernel(StreamAbi::legacy, direct_fn, func, 1, 1, 1, 32, 1, 1, 0, stream, params,
-                                    nullptr);
+        return engine.launch_kernel(StreamAbi::legacy, direct_fn, func, 1, 1, 1, 32, 1, 1, 0,
+                                    stream, params, nullptr);
       },
       [] {});
 }
 BENCHMARK(BM_EngineLaunch)->Iterations(1)->Unit(benchmark::kMillisecond);
 
-// ---- libsluice.so over the fake driver -----------------------------------------------------------
+// ---- libsluice.so over the fake driver
+// -----------------------------------------------------------
 
 template <typename T>
 T symbol(void* library, const char* name) {
@@ -128,11 +131,15 @@ void BM_ShimLaunch(benchmark::State& state) {
   const char image[] = "# sluice fake module v1\nkernel tiny params=4 op=noop\n";
   bool ok = symbol<decltype(&cuInit)>(shim, "cuInit")(0) == CUDA_SUCCESS &&
             symbol<decltype(&cuDeviceGet)>(shim, "cuDeviceGet")(&device, 0) == CUDA_SUCCESS &&
-            symbol<decltype(&cuDevicePrimaryCtxRetain)>(shim, "cuDevicePrimaryCtxRetain")(&ctx, device) == CUDA_SUCCESS &&
+            symbol<decltype(&cuDevicePrimaryCtxRetain)>(shim, "cuDevicePrimaryCtxRetain")(
+                &ctx, device) == CUDA_SUCCESS &&
             symbol<decltype(&cuCtxSetCurrent)>(shim, "cuCtxSetCurrent")(ctx) == CUDA_SUCCESS &&
-            symbol<decltype(&cuStreamCreate)>(shim, "cuStreamCreate")(&stream, CU_STREAM_NON_BLOCKING) == CUDA_SUCCESS &&
-            symbol<decltype(&cuModuleLoadData)>(shim, "cuModuleLoadData")(&module, image) == CUDA_SUCCESS &&
-            symbol<decltype(&cuModuleGetFunction)>(shim, "cuModuleGetFunction")(&func, module, "tiny") == CUDA_SUCCESS;
+            symbol<decltype(&cuStreamCreate)>(shim, "cuStreamCreate")(
+                &stream, CU_STREAM_NON_BLOCKING) == CUDA_SUCCESS &&
+            symbol<decltype(&cuModuleLoadData)>(shim, "cuModuleLoadData")(&module, image) ==
+                CUDA_SUCCESS &&
+            symbol<decltype(&cuModuleGetFunction)>(shim, "cuModuleGetFunction")(
+                &func, module, "tiny") == CUDA_SUCCESS;
   if (!ok) {
     state.SkipWithError("setting up a context, stream and kernel on the fake driver failed");
     return;

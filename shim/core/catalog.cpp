@@ -10,9 +10,11 @@
 namespace sluice::shim {
 namespace {
 
-// A CUfunction argument may be a CUkernel handle (CUDA 12 accepts both in launches): ask about it as
-// a function first, then as a kernel.
-CUkernel as_kernel(CUfunction func) { return reinterpret_cast<CUkernel>(func); }
+// A CUfunction argument may be a CUkernel handle (CUDA 12 accepts both in launches): ask about it
+// as a function first, then as a kernel.
+CUkernel as_kernel(CUfunction func) {
+  return reinterpret_cast<CUkernel>(func);
+}
 
 // Sizes of parameters 0, 1, ... until the driver says the index is out of range.
 template <typename Handle, typename Getter>
@@ -60,7 +62,8 @@ const KernelInfo* Engine::find(CUfunction func) noexcept {
     const void* owner = nullptr;
     if (driver_.cuFuncGetName != nullptr && driver_.cuFuncGetName(&name, func) == CUDA_SUCCESS) {
       CUmodule module = nullptr;
-      if (driver_.cuFuncGetModule != nullptr && driver_.cuFuncGetModule(&module, func) == CUDA_SUCCESS) {
+      if (driver_.cuFuncGetModule != nullptr &&
+          driver_.cuFuncGetModule(&module, func) == CUDA_SUCCESS) {
         owner = module;
       }
     } else if (driver_.cuKernelGetName != nullptr &&
@@ -77,7 +80,8 @@ const KernelInfo* Engine::find(CUfunction func) noexcept {
     if (const KernelInfo* info = record->info.load(std::memory_order_acquire)) return info;
     auto hash = data_->image_hashes.find(owner);
     const std::uint64_t module_hash = hash != data_->image_hashes.end() ? hash->second : 0;
-    KernelInfo& info = data_->infos.emplace_back(KernelInfo{fnv1a(std::string_view(name), module_hash), module_hash, name});
+    KernelInfo& info = data_->infos.emplace_back(
+        KernelInfo{fnv1a(std::string_view(name), module_hash), module_hash, name});
     record->owner.store(owner, std::memory_order_relaxed);
     record->info.store(&info, std::memory_order_release);
     return &info;
@@ -93,8 +97,9 @@ const ParamLayout* Engine::param_layout(CUfunction func) {
   ParamLayout layout;
   layout.known = read_any_layout(driver_, func, layout);
   if (!layout.known) {
-    SLUICE_LOG_ONCE(info, "the driver cannot size kernel parameters (cuFuncGetParamInfo); launches "
-                          "that cannot be held wait on their thread instead");
+    SLUICE_LOG_ONCE(info,
+                    "the driver cannot size kernel parameters (cuFuncGetParamInfo); launches "
+                    "that cannot be held wait on their thread instead");
   }
   std::lock_guard lock(data_->catalog_mu);
   if (const ParamLayout* existing = record->layout.load(std::memory_order_acquire)) return existing;
@@ -104,7 +109,8 @@ const ParamLayout* Engine::param_layout(CUfunction func) {
 }
 
 namespace {
-void image_loaded(EngineData& data, Stats& stats, const void* owner, const void* image, std::size_t size) {
+void image_loaded(EngineData& data, Stats& stats, const void* owner, const void* image,
+                  std::size_t size) {
   stats.count_module_load();
   const std::uint64_t hash = image != nullptr && size > 0 ? image_hash({image, size}) : 0;
   std::lock_guard lock(data.catalog_mu);
@@ -132,7 +138,11 @@ void Engine::module_loaded(CUmodule module, const void* image, std::size_t size)
 void Engine::library_loaded(CUlibrary library, const void* image, std::size_t size) {
   image_loaded(*data_, stats_, library, image, size);
 }
-void Engine::module_unloaded(CUmodule module) { image_unloaded(*data_, module); }
-void Engine::library_unloaded(CUlibrary library) { image_unloaded(*data_, library); }
+void Engine::module_unloaded(CUmodule module) {
+  image_unloaded(*data_, module);
+}
+void Engine::library_unloaded(CUlibrary library) {
+  image_unloaded(*data_, library);
+}
 
 }  // namespace sluice::shim

@@ -12,7 +12,8 @@ namespace sluice::shim {
 bool Engine::holdable_pointer(CUdeviceptr pointer) const noexcept {
   if (driver_.cuPointerGetAttribute == nullptr) return false;
   unsigned int memory_type = 0;
-  return driver_.cuPointerGetAttribute(&memory_type, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, pointer) == CUDA_SUCCESS;
+  return driver_.cuPointerGetAttribute(&memory_type, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, pointer) ==
+         CUDA_SUCCESS;
 }
 
 template <typename Copy>
@@ -32,7 +33,8 @@ bool Engine::holdable_copy(const Copy& copy) const noexcept {
 }
 
 template <typename Copy, typename Fn>
-CUresult Engine::copy_struct(StreamAbi abi, Fn fn, const Copy* copy, std::uint64_t bytes, CUstream stream) {
+CUresult Engine::copy_struct(StreamAbi abi, Fn fn, const Copy* copy, std::uint64_t bytes,
+                             CUstream stream) {
   auto now = [&](CUstream s) { return fn(copy, s); };
   auto held = [&]() -> SubmitFn {
     if (copy == nullptr || !holdable_copy(*copy)) return {};
@@ -46,7 +48,8 @@ CUresult Engine::copy_struct(StreamAbi abi, Fn fn, const Copy* copy, std::uint64
 
 CUresult Engine::copy_2d(StreamAbi abi, decltype(DriverApi::cuMemcpy2DAsync_v2) fn,
                          const CUDA_MEMCPY2D* copy, CUstream stream) {
-  const std::uint64_t bytes = copy != nullptr ? std::uint64_t{copy->WidthInBytes} * copy->Height : 0;
+  const std::uint64_t bytes =
+      copy != nullptr ? std::uint64_t{copy->WidthInBytes} * copy->Height : 0;
   return copy_struct(abi, fn, copy, bytes, stream);
 }
 
@@ -64,8 +67,9 @@ CUresult Engine::copy_3d_peer(StreamAbi abi, decltype(DriverApi::cuMemcpy3DPeerA
   return copy_struct(abi, fn, copy, bytes, stream);
 }
 
-CUresult Engine::batch_mem_op(StreamAbi abi, decltype(DriverApi::cuStreamBatchMemOp) fn, CUstream stream,
-                              unsigned count, CUstreamBatchMemOpParams* ops, unsigned flags) {
+CUresult Engine::batch_mem_op(StreamAbi abi, decltype(DriverApi::cuStreamBatchMemOp) fn,
+                              CUstream stream, unsigned count, CUstreamBatchMemOpParams* ops,
+                              unsigned flags) {
   auto now = [&](CUstream s) { return fn(s, count, ops, flags); };
   auto held = [&]() -> SubmitFn {
     if (count > 0 && ops == nullptr) return {};

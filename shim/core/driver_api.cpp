@@ -9,8 +9,8 @@ namespace sluice::shim {
 
 std::size_t DriverApi::resolve(void* dl_handle) {
   std::size_t found = 0;
-#define SLUICE_SYM(name, treatment, stream, params, args)                  \
-  name = reinterpret_cast<decltype(name)>(dlsym(dl_handle, #name));        \
+#define SLUICE_SYM(name, treatment, stream, params, args)           \
+  name = reinterpret_cast<decltype(name)>(dlsym(dl_handle, #name)); \
   found += name != nullptr ? 1 : 0;
 #include "driver_symbols.inc"
 #undef SLUICE_SYM
@@ -20,7 +20,7 @@ std::size_t DriverApi::resolve(void* dl_handle) {
 void* DriverApi::address(Sym sym) const {
   switch (sym) {
 #define SLUICE_SYM(name, treatment, stream, params, args) \
-  case Sym::name:                                          \
+  case Sym::name:                                         \
     return reinterpret_cast<void*>(name);
 #include "driver_symbols.inc"
 #undef SLUICE_SYM
@@ -52,7 +52,8 @@ bool find_sym(std::string_view name, Sym& out) {
 
 namespace {
 constexpr ProcRow kProcRows[] = {
-#define SLUICE_PROC(base, version, per_thread, symbol) {base, version, per_thread != 0, Sym::symbol},
+#define SLUICE_PROC(base, version, per_thread, symbol) \
+  {base, version, per_thread != 0, Sym::symbol},
 #include "proc_table.inc"
 #undef SLUICE_PROC
 };
@@ -82,7 +83,8 @@ bool find_proc(std::string_view base, int version, bool per_thread, Sym& out,
     (row.per_thread ? threaded : plain) = &row;  // rows ascend by version: the last one wins
   }
   const ProcRow* chosen = plain;
-  if (per_thread && threaded != nullptr && (chosen == nullptr || threaded->version >= chosen->version)) {
+  if (per_thread && threaded != nullptr &&
+      (chosen == nullptr || threaded->version >= chosen->version)) {
     chosen = threaded;
   }
   if (chosen == nullptr) {

@@ -22,7 +22,6 @@ struct Engine::Route {
   CUstream canonical;  // CU_STREAM_LEGACY / CU_STREAM_PER_THREAD for the default streams
 };
 
-
 namespace {
 
 std::vector<StreamState*> snapshot(EngineData& data) {
@@ -40,7 +39,10 @@ bool met(const Dependency& dep) noexcept {
 }  // namespace
 
 Engine::Engine(const DriverApi& driver, EngineOptions options)
-    : driver_(driver), options_(options), gate_(&open_gate_), data_(std::make_unique<EngineData>()) {
+    : driver_(driver),
+      options_(options),
+      gate_(&open_gate_),
+      data_(std::make_unique<EngineData>()) {
   StreamState& legacy = data_->legacy;
   legacy.legacy = true;
   legacy.handle = CU_STREAM_LEGACY;
@@ -67,18 +69,23 @@ void Engine::set_gate(Gate* gate) noexcept {
   gate_changed();
 }
 
-void Engine::gate_changed() noexcept { notify_progress(); }
+void Engine::gate_changed() noexcept {
+  notify_progress();
+}
 
 std::uint64_t Engine::held_now() const noexcept {
   return data_->held_total.load(std::memory_order_acquire);
 }
 
-// ---- routing -------------------------------------------------------------------------------------
+// ---- routing
+// -------------------------------------------------------------------------------------
 
 Engine::Route Engine::route(StreamAbi abi, CUstream stream) {
-  if (stream == nullptr) stream = abi == StreamAbi::legacy ? CU_STREAM_LEGACY : CU_STREAM_PER_THREAD;
+  if (stream == nullptr)
+    stream = abi == StreamAbi::legacy ? CU_STREAM_LEGACY : CU_STREAM_PER_THREAD;
   if (stream == CU_STREAM_LEGACY) return {Route::Lane::queued, &data_->legacy, CU_STREAM_LEGACY};
-  if (stream == CU_STREAM_PER_THREAD) return {Route::Lane::per_thread, nullptr, CU_STREAM_PER_THREAD};
+  if (stream == CU_STREAM_PER_THREAD)
+    return {Route::Lane::per_thread, nullptr, CU_STREAM_PER_THREAD};
   StreamState* state = data_->streams.find(stream);
   if (state == nullptr || !state->registered.load(std::memory_order_acquire)) {
     state = register_unknown(stream);
@@ -98,22 +105,27 @@ void describe_stream(StreamState& state, unsigned flags, std::int32_t device) {
 // A stream created behind sluice's back (or before a destroy and reuse): ask the driver about it.
 StreamState* Engine::register_unknown(CUstream stream) {
   unsigned flags = 0;
-  if (driver_.cuStreamGetFlags != nullptr && driver_.cuStreamGetFlags(stream, &flags) != CUDA_SUCCESS) {
+  if (driver_.cuStreamGetFlags != nullptr &&
+      driver_.cuStreamGetFlags(stream, &flags) != CUDA_SUCCESS) {
     return nullptr;
   }
   CUdevice device = -1;
-  if (driver_.cuStreamGetDevice == nullptr || driver_.cuStreamGetDevice(stream, &device) != CUDA_SUCCESS) {
+  if (driver_.cuStreamGetDevice == nullptr ||
+      driver_.cuStreamGetDevice(stream, &device) != CUDA_SUCCESS) {
     device = -1;
   }
-  StreamState* state = data_->streams.find_or_insert(stream, [stream](StreamState& s) { s.handle = stream; });
+  StreamState* state =
+      data_->streams.find_or_insert(stream, [stream](StreamState& s) { s.handle = stream; });
   describe_stream(*state, flags, device);
   return state;
 }
 
 void Engine::stream_created(CUstream stream, unsigned flags) {
   CUdevice device = -1;
-  if (driver_.cuCtxGetDevice == nullptr || driver_.cuCtxGetDevice(&device) != CUDA_SUCCESS) device = -1;
-  StreamState* state = data_->streams.find_or_insert(stream, [stream](StreamState& s) { s.handle = stream; });
+  if (driver_.cuCtxGetDevice == nullptr || driver_.cuCtxGetDevice(&device) != CUDA_SUCCESS)
+    device = -1;
+  StreamState* state =
+      data_->streams.find_or_insert(stream, [stream](StreamState& s) { s.handle = stream; });
   describe_stream(*state, flags, device);
 }
 
@@ -135,19 +147,22 @@ bool Engine::quiet(const Route& route, const EventState* event) const noexcept {
   const StreamState& state = *route.state;
   if (state.held.load(std::memory_order_acquire) != 0) return false;
   if (state.legacy) return data_->held_blocking.load(std::memory_order_acquire) == 0;
-  return !state.blocking.load(std::memory_order_relaxed) || legacy.held.load(std::memory_order_acquire) == 0;
+  return !state.blocking.load(std::memory_order_relaxed) ||
+         legacy.held.load(std::memory_order_acquire) == 0;
 }
 
 CUcontext Engine::current_context() const noexcept {
   CUcontext ctx = nullptr;
-  if (driver_.cuCtxGetCurrent == nullptr || driver_.cuCtxGetCurrent(&ctx) != CUDA_SUCCESS) return nullptr;
+  if (driver_.cuCtxGetCurrent == nullptr || driver_.cuCtxGetCurrent(&ctx) != CUDA_SUCCESS)
+    return nullptr;
   return ctx;
 }
 
 // The device of a named stream is known from its creation; the default streams belong to the
 // calling thread's current context, whose device is cached per thread.
 std::int32_t Engine::device_of(const Route& route) {
-  if (route.state != nullptr && !route.state->legacy) return route.state->device.load(std::memory_order_relaxed);
+  if (route.state != nullptr && !route.state->legacy)
+    return route.state->device.load(std::memory_order_relaxed);
   struct Cached {
     const Engine* engine = nullptr;
     CUcontext ctx = nullptr;
@@ -157,7 +172,8 @@ std::int32_t Engine::device_of(const Route& route) {
   CUcontext ctx = current_context();
   if (cached.engine != this || cached.ctx != ctx) {
     CUdevice device = -1;
-    if (ctx == nullptr || driver_.cuCtxGetDevice == nullptr || driver_.cuCtxGetDevice(&device) != CUDA_SUCCESS) {
+    if (ctx == nullptr || driver_.cuCtxGetDevice == nullptr ||
+        driver_.cuCtxGetDevice(&device) != CUDA_SUCCESS) {
       device = -1;
     }
     cached = {this, ctx, device};
@@ -165,7 +181,8 @@ std::int32_t Engine::device_of(const Route& route) {
   return cached.device;
 }
 
-// ---- submission ----------------------------------------------------------------------------------
+// ---- submission
+// ----------------------------------------------------------------------------------
 
 CUresult Engine::submit(const Call& call) {
   const Route r = route(call.abi, call.stream);
@@ -206,11 +223,13 @@ CUresult Engine::submit_inline(Gate& g, const OpDesc& desc, const Call& call) {
 
 // The call cannot be queued: wait on this thread until what it must follow went out and the gate
 // admits it (or it waited past the hold limit), then submit it here.
-CUresult Engine::submit_waiting(const Route& r, EventState* event, const OpDesc& desc, const Call& call) {
+CUresult Engine::submit_waiting(const Route& r, EventState* event, const OpDesc& desc,
+                                const Call& call) {
   stats_.count_waited();
   HeldOp probe;
   collect_dependencies(r, event, probe);
-  if (r.state != nullptr) probe.deps.push_back({r.state, r.state->enqueued.load(std::memory_order_acquire)});
+  if (r.state != nullptr)
+    probe.deps.push_back({r.state, r.state->enqueued.load(std::memory_order_acquire)});
   wait_until([&] { return dependencies_met(probe); });
   const std::uint64_t start = now_ns();
   wait_until([&] {
@@ -230,7 +249,8 @@ CUresult Engine::submit_waiting(const Route& r, EventState* event, const OpDesc&
 void Engine::collect_dependencies(const Route& r, EventState* event, HeldOp& op) {
   StreamState& legacy = data_->legacy;
   if (r.state != nullptr && r.state->legacy) {
-    if (data_->held_blocking.load(std::memory_order_acquire) > legacy.held.load(std::memory_order_acquire)) {
+    if (data_->held_blocking.load(std::memory_order_acquire) >
+        legacy.held.load(std::memory_order_acquire)) {
       std::lock_guard lock(data_->active_mu);
       for (StreamState* other : data_->active) {
         if (other == &legacy || !other->blocking.load(std::memory_order_relaxed)) continue;
@@ -238,7 +258,8 @@ void Engine::collect_dependencies(const Route& r, EventState* event, HeldOp& op)
         op.deps.push_back({other, other->enqueued.load(std::memory_order_acquire)});
       }
     }
-  } else if (r.lane == Route::Lane::per_thread || (r.state != nullptr && r.state->blocking.load(std::memory_order_relaxed))) {
+  } else if (r.lane == Route::Lane::per_thread ||
+             (r.state != nullptr && r.state->blocking.load(std::memory_order_relaxed))) {
     if (legacy.held.load(std::memory_order_acquire) > 0) {
       op.deps.push_back({&legacy, legacy.enqueued.load(std::memory_order_acquire)});
     }
@@ -309,7 +330,8 @@ void Engine::activate(StreamState& state) {
   }
 }
 
-// ---- release -------------------------------------------------------------------------------------
+// ---- release
+// -------------------------------------------------------------------------------------
 
 // Submits the admissible calls at the head of `state`'s queue. Never blocks on another thread's
 // submission: returns false when someone else is draining this queue.
@@ -364,7 +386,8 @@ void Engine::retire(StreamState& state) {
     std::lock_guard lock(state.mu);
     done = std::move(state.queue.front());
     state.queue.pop_front();
-    state.submitted.store(state.submitted.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+    state.submitted.store(state.submitted.load(std::memory_order_relaxed) + 1,
+                          std::memory_order_release);
     if (done.event != nullptr) {
       done.event->pending_refs.fetch_sub(1, std::memory_order_acq_rel);
       if (done.records_event) done.event->pending_records.fetch_sub(1, std::memory_order_acq_rel);
@@ -456,7 +479,8 @@ void Engine::flush() noexcept {
     while (d.held_total.load(std::memory_order_acquire) > 0 && now_ns() < give_up) {
       bool progress = false;
       for (StreamState* state : snapshot(d)) progress |= drain(*state, true, current);
-      if (!progress) std::this_thread::sleep_for(std::chrono::microseconds(100));  // another drainer
+      if (!progress)
+        std::this_thread::sleep_for(std::chrono::microseconds(100));  // another drainer
     }
     if (current != saved && driver_.cuCtxSetCurrent != nullptr) driver_.cuCtxSetCurrent(saved);
     if (d.held_total.load(std::memory_order_acquire) > 0) {
@@ -467,7 +491,8 @@ void Engine::flush() noexcept {
   }
 }
 
-// ---- sync points ---------------------------------------------------------------------------------
+// ---- sync points
+// ---------------------------------------------------------------------------------
 
 void Engine::drain_all() {
   EngineData& d = *data_;
@@ -504,7 +529,8 @@ CUresult Engine::run_ordered(StreamAbi abi, CUstream stream, FunctionRef<CUresul
   if (!quiet(r, nullptr)) {
     HeldOp probe;
     collect_dependencies(r, nullptr, probe);
-    if (r.state != nullptr) probe.deps.push_back({r.state, r.state->enqueued.load(std::memory_order_acquire)});
+    if (r.state != nullptr)
+      probe.deps.push_back({r.state, r.state->enqueued.load(std::memory_order_acquire)});
     stats_.count_sync_wait();
     wait_until([&] { return dependencies_met(probe); });
   }
@@ -513,7 +539,8 @@ CUresult Engine::run_ordered(StreamAbi abi, CUstream stream, FunctionRef<CUresul
 
 CUresult Engine::take_deferred_error(StreamState* state) noexcept {
   if (state == nullptr) return CUDA_SUCCESS;
-  return static_cast<CUresult>(state->deferred_error.exchange(CUDA_SUCCESS, std::memory_order_acq_rel));
+  return static_cast<CUresult>(
+      state->deferred_error.exchange(CUDA_SUCCESS, std::memory_order_acq_rel));
 }
 
 CUresult Engine::synchronize_stream(StreamAbi abi, decltype(DriverApi::cuStreamSynchronize) fn,
@@ -525,9 +552,11 @@ CUresult Engine::synchronize_stream(StreamAbi abi, decltype(DriverApi::cuStreamS
   return result != CUDA_SUCCESS ? result : deferred;
 }
 
-CUresult Engine::query_stream(StreamAbi abi, decltype(DriverApi::cuStreamQuery) fn, CUstream stream) {
+CUresult Engine::query_stream(StreamAbi abi, decltype(DriverApi::cuStreamQuery) fn,
+                              CUstream stream) {
   const Route r = route(abi, stream);
-  if (r.state != nullptr && r.state->held.load(std::memory_order_acquire) > 0) return CUDA_ERROR_NOT_READY;
+  if (r.state != nullptr && r.state->held.load(std::memory_order_acquire) > 0)
+    return CUDA_ERROR_NOT_READY;
   const CUresult result = fn(stream);
   if (result != CUDA_SUCCESS && result != CUDA_ERROR_NOT_READY) return result;
   const CUresult deferred = take_deferred_error(r.state);
@@ -558,7 +587,8 @@ CUresult Engine::synchronize_context(FunctionRef<CUresult()> call) {
   return result != CUDA_SUCCESS ? result : deferred;
 }
 
-// ---- events --------------------------------------------------------------------------------------
+// ---- events
+// --------------------------------------------------------------------------------------
 
 CUresult Engine::record_event(StreamAbi abi, decltype(DriverApi::cuEventRecord) fn, CUevent event,
                               CUstream stream) {
@@ -569,19 +599,24 @@ CUresult Engine::record_event(StreamAbi abi, decltype(DriverApi::cuEventRecord) 
   return submit(Call{abi, stream, desc, event, true, now, held});
 }
 
-CUresult Engine::record_event_with_flags(StreamAbi abi, decltype(DriverApi::cuEventRecordWithFlags) fn,
+CUresult Engine::record_event_with_flags(StreamAbi abi,
+                                         decltype(DriverApi::cuEventRecordWithFlags) fn,
                                          CUevent event, CUstream stream, unsigned flags) {
   auto now = [&](CUstream s) { return fn(event, s, flags); };
-  auto held = [&]() -> SubmitFn { return [fn, event, flags](CUstream s) { return fn(event, s, flags); }; };
+  auto held = [&]() -> SubmitFn {
+    return [fn, event, flags](CUstream s) { return fn(event, s, flags); };
+  };
   OpDesc desc;
   desc.kind = OpKind::event_record;
   return submit(Call{abi, stream, desc, event, true, now, held});
 }
 
-CUresult Engine::wait_event(StreamAbi abi, decltype(DriverApi::cuStreamWaitEvent) fn, CUstream stream,
-                            CUevent event, unsigned flags) {
+CUresult Engine::wait_event(StreamAbi abi, decltype(DriverApi::cuStreamWaitEvent) fn,
+                            CUstream stream, CUevent event, unsigned flags) {
   auto now = [&](CUstream s) { return fn(s, event, flags); };
-  auto held = [&]() -> SubmitFn { return [fn, event, flags](CUstream s) { return fn(s, event, flags); }; };
+  auto held = [&]() -> SubmitFn {
+    return [fn, event, flags](CUstream s) { return fn(s, event, flags); };
+  };
   OpDesc desc;
   desc.kind = OpKind::event_wait;
   return submit(Call{abi, stream, desc, event, false, now, held});
@@ -637,7 +672,8 @@ CUresult Engine::destroy_event(decltype(DriverApi::cuEventDestroy_v2) fn, CUeven
   return fn(event);
 }
 
-// ---- capture -------------------------------------------------------------------------------------
+// ---- capture
+// -------------------------------------------------------------------------------------
 
 CUresult Engine::begin_capture(StreamAbi abi, CUstream stream, FunctionRef<CUresult()> call) {
   capture_active_.fetch_add(1, std::memory_order_acq_rel);
@@ -648,7 +684,8 @@ CUresult Engine::begin_capture(StreamAbi abi, CUstream stream, FunctionRef<CUres
     return result;
   }
   const Route r = route(abi, stream);
-  const std::thread::id owner = r.lane == Route::Lane::per_thread ? std::this_thread::get_id() : std::thread::id{};
+  const std::thread::id owner =
+      r.lane == Route::Lane::per_thread ? std::this_thread::get_id() : std::thread::id{};
   std::lock_guard lock(data_->capture_mu);
   data_->captures.emplace_back(r.canonical, owner);
   return result;
@@ -657,13 +694,15 @@ CUresult Engine::begin_capture(StreamAbi abi, CUstream stream, FunctionRef<CUres
 CUresult Engine::end_capture(StreamAbi abi, CUstream stream, FunctionRef<CUresult()> call) {
   const CUresult result = call();
   const Route r = route(abi, stream);
-  auto is_capturing = abi == StreamAbi::per_thread ? driver_.cuStreamIsCapturing_ptsz : driver_.cuStreamIsCapturing;
+  auto is_capturing =
+      abi == StreamAbi::per_thread ? driver_.cuStreamIsCapturing_ptsz : driver_.cuStreamIsCapturing;
   CUstreamCaptureStatus status = CU_STREAM_CAPTURE_STATUS_NONE;
   const bool ended = is_capturing != nullptr && is_capturing(stream, &status) == CUDA_SUCCESS
                          ? status == CU_STREAM_CAPTURE_STATUS_NONE
                          : result != CUDA_ERROR_ILLEGAL_STATE;
   if (!ended) return result;
-  const std::thread::id owner = r.lane == Route::Lane::per_thread ? std::this_thread::get_id() : std::thread::id{};
+  const std::thread::id owner =
+      r.lane == Route::Lane::per_thread ? std::this_thread::get_id() : std::thread::id{};
   std::lock_guard lock(data_->capture_mu);
   auto& captures = data_->captures;
   for (auto it = captures.begin(); it != captures.end(); ++it) {

@@ -29,20 +29,21 @@ struct Dependency {
 
 struct HeldOp {
   OpDesc desc;
-  CUstream app_stream = nullptr;     // the handle the application passed
+  CUstream app_stream = nullptr;  // the handle the application passed
   SubmitFn submit;
-  std::vector<Dependency> deps;      // other queues this call must follow
-  EventState* event = nullptr;       // the event it records or waits on
+  std::vector<Dependency> deps;  // other queues this call must follow
+  EventState* event = nullptr;   // the event it records or waits on
   bool records_event = false;
-  bool blocking = false;             // counted in EngineData::held_blocking
-  std::uint64_t hold_ns = 0;         // when it was queued
+  bool blocking = false;      // counted in EngineData::held_blocking
+  std::uint64_t hold_ns = 0;  // when it was queued
 };
 
 struct alignas(64) StreamState {
   // Read by every call on the stream (the fast path); written when work is held or released.
   std::atomic<std::uint32_t> held{0};
   std::atomic<bool> registered{false};
-  std::atomic<bool> blocking{true};  // synchronizes with the legacy stream (no CU_STREAM_NON_BLOCKING)
+  std::atomic<bool> blocking{
+      true};  // synchronizes with the legacy stream (no CU_STREAM_NON_BLOCKING)
   std::atomic<std::int32_t> device{-1};
   bool legacy = false;
   CUstream handle = nullptr;
@@ -51,9 +52,9 @@ struct alignas(64) StreamState {
   std::deque<HeldOp> queue;
   std::atomic<std::uint64_t> enqueued{0};
   std::atomic<std::uint64_t> submitted{0};
-  std::mutex drain_mu;        // one submitting thread per queue
+  std::mutex drain_mu;  // one submitting thread per queue
   std::atomic<int> deferred_error{CUDA_SUCCESS};
-  bool active = false;        // listed in EngineData::active (guarded by EngineData::active_mu)
+  bool active = false;  // listed in EngineData::active (guarded by EngineData::active_mu)
 };
 
 struct EventState {
@@ -97,9 +98,9 @@ struct EngineData {
   std::mutex pass_mu;  // held by the release thread while it drains (set_gate waits for it)
   std::atomic<bool> stopping{false};
 
-  std::mutex catalog_mu;  // guards the maps and arenas below
+  std::mutex catalog_mu;                                        // guards the maps and arenas below
   std::unordered_map<const void*, std::uint64_t> image_hashes;  // CUmodule/CUlibrary -> image hash
-  std::deque<KernelInfo> infos;      // never freed: a gate may still read an old KernelInfo
+  std::deque<KernelInfo> infos;  // never freed: a gate may still read an old KernelInfo
   std::deque<ParamLayout> layouts;
 
   std::mutex capture_mu;

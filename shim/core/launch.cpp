@@ -11,7 +11,9 @@ namespace sluice::shim {
 namespace {
 
 constexpr std::size_t kAlign = 16;  // enough for any kernel parameter type
-constexpr std::size_t align_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+constexpr std::size_t align_up(std::size_t n) {
+  return (n + kAlign - 1) / kAlign * kAlign;
+}
 
 // The arguments of one launch, copied: either a kernelParams array or an `extra` buffer.
 class KernelArgs {
@@ -19,7 +21,8 @@ class KernelArgs {
   // Copies `params` (sized by `layout`) or `extra`. Returns false when the arguments cannot be
   // sized or are malformed; the driver must then see the original call.
   bool capture(const ParamLayout* layout, void** params, void** extra) {
-    if (params != nullptr && extra != nullptr) return false;  // the driver rejects this: let it say so now
+    if (params != nullptr && extra != nullptr)
+      return false;  // the driver rejects this: let it say so now
     if (params != nullptr) return capture_params(layout, params);
     if (extra != nullptr) return capture_extra(extra);
     return true;
@@ -80,8 +83,8 @@ class KernelArgs {
   void** extra_ = nullptr;
 };
 
-OpDesc kernel_desc(CUfunction f, unsigned grid_x, unsigned grid_y, unsigned grid_z, unsigned block_x,
-                   unsigned block_y, unsigned block_z, unsigned shared_bytes) {
+OpDesc kernel_desc(CUfunction f, unsigned grid_x, unsigned grid_y, unsigned grid_z,
+                   unsigned block_x, unsigned block_y, unsigned block_z, unsigned shared_bytes) {
   OpDesc desc;
   desc.kind = OpKind::kernel;
   desc.func = f;
@@ -99,8 +102,8 @@ OpDesc kernel_desc(CUfunction f, unsigned grid_x, unsigned grid_y, unsigned grid
 
 CUresult Engine::launch_kernel(StreamAbi abi, LaunchKernelFn fn, CUfunction f, unsigned grid_x,
                                unsigned grid_y, unsigned grid_z, unsigned block_x, unsigned block_y,
-                               unsigned block_z, unsigned shared_bytes, CUstream stream, void** params,
-                               void** extra) {
+                               unsigned block_z, unsigned shared_bytes, CUstream stream,
+                               void** params, void** extra) {
   auto now = [&](CUstream s) {
     return fn(f, grid_x, grid_y, grid_z, block_x, block_y, block_z, shared_bytes, s, params, extra);
   };
@@ -109,11 +112,12 @@ CUresult Engine::launch_kernel(StreamAbi abi, LaunchKernelFn fn, CUfunction f, u
     if (!args.capture(params != nullptr ? param_layout(f) : nullptr, params, extra)) return {};
     return [fn, f, grid_x, grid_y, grid_z, block_x, block_y, block_z, shared_bytes,
             args = std::move(args)](CUstream s) {
-      return fn(f, grid_x, grid_y, grid_z, block_x, block_y, block_z, shared_bytes, s, args.params(),
-                args.extra());
+      return fn(f, grid_x, grid_y, grid_z, block_x, block_y, block_z, shared_bytes, s,
+                args.params(), args.extra());
     };
   };
-  const OpDesc desc = kernel_desc(f, grid_x, grid_y, grid_z, block_x, block_y, block_z, shared_bytes);
+  const OpDesc desc =
+      kernel_desc(f, grid_x, grid_y, grid_z, block_x, block_y, block_z, shared_bytes);
   return submit(Call{abi, stream, desc, nullptr, false, now, held});
 }
 
@@ -129,7 +133,8 @@ CUresult Engine::launch_cooperative_kernel(StreamAbi abi, LaunchCooperativeFn fn
     if (!args.capture(params != nullptr ? param_layout(f) : nullptr, params, nullptr)) return {};
     return [fn, f, grid_x, grid_y, grid_z, block_x, block_y, block_z, shared_bytes,
             args = std::move(args)](CUstream s) {
-      return fn(f, grid_x, grid_y, grid_z, block_x, block_y, block_z, shared_bytes, s, args.params());
+      return fn(f, grid_x, grid_y, grid_z, block_x, block_y, block_z, shared_bytes, s,
+                args.params());
     };
   };
   OpDesc desc = kernel_desc(f, grid_x, grid_y, grid_z, block_x, block_y, block_z, shared_bytes);
@@ -140,15 +145,18 @@ CUresult Engine::launch_cooperative_kernel(StreamAbi abi, LaunchCooperativeFn fn
 CUresult Engine::launch_kernel_ex(StreamAbi abi, LaunchKernelExFn fn, const CUlaunchConfig* config,
                                   CUfunction f, void** params, void** extra) {
   if (config == nullptr) return fn(config, f, params, extra);  // the driver's error, now
-  OpDesc desc = kernel_desc(f, config->gridDimX, config->gridDimY, config->gridDimZ, config->blockDimX,
-                            config->blockDimY, config->blockDimZ, config->sharedMemBytes);
+  OpDesc desc =
+      kernel_desc(f, config->gridDimX, config->gridDimY, config->gridDimZ, config->blockDimX,
+                  config->blockDimY, config->blockDimZ, config->sharedMemBytes);
   // Attributes that record events make the launch an event record too; such launches go inline
   // after waiting, so that no event is left with a record the driver has not seen.
   bool records_event = false;
   for (unsigned i = 0; config->attrs != nullptr && i < config->numAttrs; ++i) {
     const CUlaunchAttribute& attr = config->attrs[i];
-    if (attr.id == CU_LAUNCH_ATTRIBUTE_COOPERATIVE && attr.value.cooperative != 0) desc.cooperative = true;
-    if (attr.id == CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_EVENT || attr.id == CU_LAUNCH_ATTRIBUTE_LAUNCH_COMPLETION_EVENT) {
+    if (attr.id == CU_LAUNCH_ATTRIBUTE_COOPERATIVE && attr.value.cooperative != 0)
+      desc.cooperative = true;
+    if (attr.id == CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_EVENT ||
+        attr.id == CU_LAUNCH_ATTRIBUTE_LAUNCH_COMPLETION_EVENT) {
       records_event = true;
     }
   }
@@ -159,7 +167,9 @@ CUresult Engine::launch_kernel_ex(StreamAbi abi, LaunchKernelExFn fn, const CUla
   };
   auto held = [&]() -> SubmitFn {
     KernelArgs args;
-    if (records_event || !args.capture(params != nullptr ? param_layout(f) : nullptr, params, extra)) return {};
+    if (records_event ||
+        !args.capture(params != nullptr ? param_layout(f) : nullptr, params, extra))
+      return {};
     std::vector<CUlaunchAttribute> attrs;
     if (config->attrs != nullptr) attrs.assign(config->attrs, config->attrs + config->numAttrs);
     return [fn, f, copy = *config, attrs = std::move(attrs), args = std::move(args)](CUstream s) {

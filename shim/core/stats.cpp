@@ -16,7 +16,8 @@ std::uint64_t sum(const Array& values) {
 }
 }  // namespace
 
-std::uint64_t StatsSnapshot::total(const std::array<std::uint64_t, kOpKinds>& per_kind) const noexcept {
+std::uint64_t StatsSnapshot::total(
+    const std::array<std::uint64_t, kOpKinds>& per_kind) const noexcept {
   return sum(per_kind);
 }
 

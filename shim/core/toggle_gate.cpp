@@ -19,7 +19,8 @@ ToggleGate::~ToggleGate() {
 void ToggleGate::run() {
   std::unique_lock lock(mu_);
   for (;;) {
-    if (cv_.wait_for(lock, std::chrono::nanoseconds(period_ns_), [this] { return stopping_; })) return;
+    if (cv_.wait_for(lock, std::chrono::nanoseconds(period_ns_), [this] { return stopping_; }))
+      return;
     open_.store(!open_.load(std::memory_order_relaxed), std::memory_order_release);
     flips_.fetch_add(1, std::memory_order_relaxed);
     lock.unlock();

@@ -16,61 +16,67 @@ namespace sluice::shim::preload {
 
 #define SLUICE_EMIT_FORWARD(name, stream, params, args)                                          \
   SLUICE_EXPORT CUresult name params {                                                           \
-    return guarded(Sym::name, &DriverApi::name, [&](Runtime&, auto sluice_fn_) { return sluice_fn_ args; },     \
-                   SLUICE_STRAIGHT(args));                                                       \
+    return guarded(                                                                              \
+        Sym::name, &DriverApi::name, [&](Runtime&, auto sluice_fn_) { return sluice_fn_ args; }, \
+        SLUICE_STRAIGHT(args));                                                                  \
   }
 #define SLUICE_EMIT_META SLUICE_EMIT_FORWARD
 
-#define SLUICE_EMIT_SYNC(name, stream, params, args)                                             \
-  SLUICE_EXPORT CUresult name params {                                                           \
-    return guarded(                                                                              \
-        Sym::name, &DriverApi::name,                                                             \
-        [&](Runtime& sluice_rt_, auto sluice_fn_) {                                                              \
-          sluice_rt_.engine->drain_all();                                                                \
-          return sluice_fn_ args;                                                                        \
-        },                                                                                       \
-        SLUICE_STRAIGHT(args));                                                                  \
+#define SLUICE_EMIT_SYNC(name, stream, params, args) \
+  SLUICE_EXPORT CUresult name params {               \
+    return guarded(                                  \
+        Sym::name, &DriverApi::name,                 \
+        [&](Runtime& sluice_rt_, auto sluice_fn_) {  \
+          sluice_rt_.engine->drain_all();            \
+          return sluice_fn_ args;                    \
+        },                                           \
+        SLUICE_STRAIGHT(args));                      \
   }
 
 // (Names in the envelopes start with sluice_ so that they never shadow a driver parameter.)
 // `none` names the legacy stream for the few unmanaged calls without a stream argument.
-#define SLUICE_EMIT_UNMANAGED(name, stream, params, args)                                        \
-  SLUICE_EXPORT CUresult name params {                                                           \
-    [[maybe_unused]] const CUstream none = nullptr;                                              \
-    return guarded(                                                                              \
-        Sym::name, &DriverApi::name,                                                             \
-        [&](Runtime& sluice_rt_, auto sluice_fn_) {                                                              \
-          sluice_rt_.engine->stats().count_unmanaged(Sym::name);                                         \
-          return sluice_rt_.engine->run_ordered(abi_of(Sym::name), stream, [&] { return sluice_fn_ args; });     \
-        },                                                                                       \
-        SLUICE_STRAIGHT(args));                                                                  \
+#define SLUICE_EMIT_UNMANAGED(name, stream, params, args)                         \
+  SLUICE_EXPORT CUresult name params {                                            \
+    [[maybe_unused]] const CUstream none = nullptr;                               \
+    return guarded(                                                               \
+        Sym::name, &DriverApi::name,                                              \
+        [&](Runtime& sluice_rt_, auto sluice_fn_) {                               \
+          sluice_rt_.engine->stats().count_unmanaged(Sym::name);                  \
+          return sluice_rt_.engine->run_ordered(abi_of(Sym::name), stream,        \
+                                                [&] { return sluice_fn_ args; }); \
+        },                                                                        \
+        SLUICE_STRAIGHT(args));                                                   \
   }
 
-#define SLUICE_EMIT_HOOK(name, stream, params, args)                                             \
-  SLUICE_EXPORT CUresult name params {                                                           \
-    return guarded(                                                                              \
-        Sym::name, &DriverApi::name,                                                             \
-        [&](Runtime& sluice_rt_, auto sluice_fn_) { return hooked<Sym::name>(sluice_rt_, sluice_fn_ SLUICE_PREPEND_COMMA args); }, \
-        SLUICE_STRAIGHT(args));                                                                  \
+#define SLUICE_EMIT_HOOK(name, stream, params, args)                                  \
+  SLUICE_EXPORT CUresult name params {                                                \
+    return guarded(                                                                   \
+        Sym::name, &DriverApi::name,                                                  \
+        [&](Runtime& sluice_rt_, auto sluice_fn_) {                                   \
+          return hooked<Sym::name>(sluice_rt_, sluice_fn_ SLUICE_PREPEND_COMMA args); \
+        },                                                                            \
+        SLUICE_STRAIGHT(args));                                                       \
   }
 
 #define SLUICE_EMIT_QUEUE(name, stream, params, args)  // defined from queued_ops.inc below
 
-#define SLUICE_SYM(name, treatment, stream, params, args) SLUICE_EMIT_##treatment(name, stream, params, args)
+#define SLUICE_SYM(name, treatment, stream, params, args) \
+  SLUICE_EMIT_##treatment(name, stream, params, args)
 #include "driver_symbols.inc"
 #undef SLUICE_SYM
 
-#define SLUICE_QUEUED(name, op_kind, abi, stream, payload_bytes, params, args)                   \
-  SLUICE_EXPORT CUresult name params {                                                           \
-    return guarded(                                                                              \
-        Sym::name, &DriverApi::name,                                                             \
-        [&](Runtime& sluice_rt_, auto sluice_fn_) {                                                              \
-          OpDesc sluice_desc_;                                                                   \
-          sluice_desc_.kind = OpKind::op_kind;                                                   \
-          sluice_desc_.bytes = payload_bytes;                                                    \
-          return sluice_rt_.engine->enqueue(StreamAbi::abi, sluice_desc_, sluice_fn_, SLUICE_UNPAREN args); \
-        },                                                                                       \
-        SLUICE_STRAIGHT(args));                                                                  \
+#define SLUICE_QUEUED(name, op_kind, abi, stream, payload_bytes, params, args)        \
+  SLUICE_EXPORT CUresult name params {                                                \
+    return guarded(                                                                   \
+        Sym::name, &DriverApi::name,                                                  \
+        [&](Runtime& sluice_rt_, auto sluice_fn_) {                                   \
+          OpDesc sluice_desc_;                                                        \
+          sluice_desc_.kind = OpKind::op_kind;                                        \
+          sluice_desc_.bytes = payload_bytes;                                         \
+          return sluice_rt_.engine->enqueue(StreamAbi::abi, sluice_desc_, sluice_fn_, \
+                                            SLUICE_UNPAREN args);                     \
+        },                                                                            \
+        SLUICE_STRAIGHT(args));                                                       \
   }
 #include "queued_ops.inc"
 #undef SLUICE_QUEUED

@@ -45,8 +45,8 @@ bool match_real_answer(const Runtime& rt, std::string_view base, void* real_addr
 
 }  // namespace
 
-CUresult get_proc_address(Runtime& rt, const char* symbol, void** pfn, int version, cuuint64_t flags,
-                          CUdriverProcAddressQueryResult* status) {
+CUresult get_proc_address(Runtime& rt, const char* symbol, void** pfn, int version,
+                          cuuint64_t flags, CUdriverProcAddressQueryResult* status) {
   rt.engine->stats().count_proc_query();
   if (symbol == nullptr || pfn == nullptr) return CUDA_ERROR_INVALID_VALUE;
   const std::string_view base(symbol);
@@ -60,7 +60,8 @@ CUresult get_proc_address(Runtime& rt, const char* symbol, void** pfn, int versi
   if (!rt.driver_loaded) {  // answer from the table: every wrapper then reports the missing driver
     Sym sym{};
     CUdriverProcAddressQueryResult result = CU_GET_PROC_ADDRESS_SUCCESS;
-    if (!find_proc(base, version, per_thread, sym, result)) return answer(nullptr, result, CUDA_ERROR_NOT_FOUND);
+    if (!find_proc(base, version, per_thread, sym, result))
+      return answer(nullptr, result, CUDA_ERROR_NOT_FOUND);
     return answer(own_entry_point(sym), result, CUDA_SUCCESS);
   }
 
@@ -79,19 +80,22 @@ CUresult get_proc_address(Runtime& rt, const char* symbol, void** pfn, int versi
   Sym sym{};
   CUdriverProcAddressQueryResult table_status = CU_GET_PROC_ADDRESS_SUCCESS;
   if (match_real_answer(rt, base, real_address, sym) ||
-      (find_proc(base, version, per_thread, sym, table_status) && rt.real.address(sym) != nullptr)) {
+      (find_proc(base, version, per_thread, sym, table_status) &&
+       rt.real.address(sym) != nullptr)) {
     return answer(own_entry_point(sym), real_status, real_result);
   }
   // A function this build's cuda.h does not know: hand out the driver's own. Counted and named in
   // the statistics, logged once: nothing bypasses sluice silently.
   if (rt.engine->stats().note_unknown_proc(base)) {
-    log::warn("cuGetProcAddress('{}', {}): unknown to sluice's driver table; calls to it bypass sluice",
-              base, version);
+    log::warn(
+        "cuGetProcAddress('{}', {}): unknown to sluice's driver table; calls to it bypass sluice",
+        base, version);
   }
   return answer(real_address, real_status, real_result);
 }
 
-void image_loaded(Runtime& rt, const void* handle, bool library, const void* image, const char* path) {
+void image_loaded(Runtime& rt, const void* handle, bool library, const void* image,
+                  const char* path) {
   std::string file;
   ImageView view = image_view(image);
   if (image == nullptr && path != nullptr) {
@@ -99,9 +103,11 @@ void image_loaded(Runtime& rt, const void* handle, bool library, const void* ima
     view = {file.data(), file.size()};
   }
   if (library) {
-    rt.engine->library_loaded(static_cast<CUlibrary>(const_cast<void*>(handle)), view.data, view.size);
+    rt.engine->library_loaded(static_cast<CUlibrary>(const_cast<void*>(handle)), view.data,
+                              view.size);
   } else {
-    rt.engine->module_loaded(static_cast<CUmodule>(const_cast<void*>(handle)), view.data, view.size);
+    rt.engine->module_loaded(static_cast<CUmodule>(const_cast<void*>(handle)), view.data,
+                             view.size);
   }
 }
 

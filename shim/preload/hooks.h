@@ -23,7 +23,9 @@ inline constexpr StreamAbi abi_of(Sym sym) {
 }
 
 // Entry points that answer without a driver.
-inline constexpr bool works_without_driver(Sym sym) { return sym_base(sym) == "cuGetProcAddress"; }
+inline constexpr bool works_without_driver(Sym sym) {
+  return sym_base(sym) == "cuGetProcAddress";
+}
 
 CUresult no_driver(Runtime* rt, Sym sym) noexcept;
 
@@ -31,7 +33,8 @@ CUresult no_driver(Runtime* rt, Sym sym) noexcept;
 template <typename Fn, typename Body, typename Fallback>
 CUresult guarded(Sym sym, Fn DriverApi::*member, Body&& body, Fallback&& fallback) {
   Runtime* rt = runtime();
-  if (rt == nullptr || (!rt->driver_loaded && !works_without_driver(sym))) return no_driver(rt, sym);
+  if (rt == nullptr || (!rt->driver_loaded && !works_without_driver(sym)))
+    return no_driver(rt, sym);
   Fn fn = rt->real.*member;
   if (fn == nullptr && !works_without_driver(sym)) {
     warn_once(*rt, sym, "the CUDA driver has no such entry point; returning CUDA_ERROR_NOT_FOUND");
@@ -49,13 +52,14 @@ CUresult guarded(Sym sym, Fn DriverApi::*member, Body&& body, Fallback&& fallbac
 // ---- the hand-written parts --------------------------------------------------------------------
 
 using ProcAddressV2 = decltype(DriverApi::cuGetProcAddress_v2);
-CUresult get_proc_address(Runtime& rt, const char* symbol, void** pfn, int version, cuuint64_t flags,
-                          CUdriverProcAddressQueryResult* status);
+CUresult get_proc_address(Runtime& rt, const char* symbol, void** pfn, int version,
+                          cuuint64_t flags, CUdriverProcAddressQueryResult* status);
 CUresult get_export_table(Runtime& rt, decltype(DriverApi::cuGetExportTable) fn, const void** table,
                           const CUuuid* id);
 CUresult init(Runtime& rt, decltype(DriverApi::cuInit) fn, unsigned flags);
 // A module or library was loaded from `image` (or from the file `path` when image is null).
-void image_loaded(Runtime& rt, const void* handle, bool library, const void* image, const char* path);
+void image_loaded(Runtime& rt, const void* handle, bool library, const void* image,
+                  const char* path);
 
 // The address of the shim's own export of `sym` (what cuGetProcAddress hands out).
 void* own_entry_point(Sym sym) noexcept;
@@ -95,8 +99,8 @@ CUresult hooked(Runtime& rt, Fn fn, A... a) {
     return e.launch_cooperative_kernel(abi, fn, a...);
   } else if constexpr (base == "cuLaunchKernelEx") {
     return e.launch_kernel_ex(abi, fn, a...);
-  } else if constexpr (base == "cuMemcpyAsync" || base == "cuMemcpyHtoDAsync" || base == "cuMemcpyDtoHAsync" ||
-                       base == "cuMemcpyDtoDAsync") {
+  } else if constexpr (base == "cuMemcpyAsync" || base == "cuMemcpyHtoDAsync" ||
+                       base == "cuMemcpyDtoHAsync" || base == "cuMemcpyDtoDAsync") {
     return e.copy_1d(abi, fn, a...);
   } else if constexpr (base == "cuMemcpy2DAsync") {
     return e.copy_2d(abi, fn, a...);
@@ -148,9 +152,9 @@ CUresult hooked(Runtime& rt, Fn fn, A... a) {
     return e.end_capture(abi, stream_argument(a...), call);
   } else if constexpr (base == "cuCtxSynchronize") {
     return e.synchronize_context(call);
-  } else if constexpr (base == "cuModuleLoad" || base == "cuModuleLoadData" || base == "cuModuleLoadDataEx" ||
-                       base == "cuModuleLoadFatBinary" || base == "cuLibraryLoadData" ||
-                       base == "cuLibraryLoadFromFile") {
+  } else if constexpr (base == "cuModuleLoad" || base == "cuModuleLoadData" ||
+                       base == "cuModuleLoadDataEx" || base == "cuModuleLoadFatBinary" ||
+                       base == "cuLibraryLoadData" || base == "cuLibraryLoadFromFile") {
     const CUresult result = call();
     const auto args = std::make_tuple(a...);
     if (result == CUDA_SUCCESS) {

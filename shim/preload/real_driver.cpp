@@ -18,9 +18,16 @@ constexpr const char* kSoname = "libcuda.so.1";
 
 // Where NVIDIA's packages and container toolkits put the driver.
 constexpr const char* kDriverDirs[] = {
-    "/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib", "/lib/x86_64-linux-gnu", "/lib64",
-    "/usr/lib/aarch64-linux-gnu", "/usr/local/nvidia/lib64", "/usr/local/nvidia/lib",
-    "/usr/lib/wsl/lib", "/run/opengl-driver/lib",
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+    "/lib/x86_64-linux-gnu",
+    "/lib64",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/local/nvidia/lib64",
+    "/usr/local/nvidia/lib",
+    "/usr/lib/wsl/lib",
+    "/run/opengl-driver/lib",
 };
 
 struct FileId {
@@ -55,7 +62,8 @@ std::vector<std::string> search_candidates() {
       if (!dir.empty()) out.push_back(dir + "/" + kSoname);
     }
   }
-  for (std::string& path : ldconfig_cache_entries("/etc/ld.so.cache", kSoname)) out.push_back(std::move(path));
+  for (std::string& path : ldconfig_cache_entries("/etc/ld.so.cache", kSoname))
+    out.push_back(std::move(path));
   for (const char* dir : kDriverDirs) out.push_back(std::string(dir) + "/" + kSoname);
   return out;
 }
@@ -77,10 +85,11 @@ bool read_file(const std::string& path, std::string& out) {
   }
 }
 
-std::vector<std::string> ldconfig_cache_entries(const std::string& cache_path, const std::string& soname) {
+std::vector<std::string> ldconfig_cache_entries(const std::string& cache_path,
+                                                const std::string& soname) {
   // glibc's cache: "glibc-ld.so.cache" "1.1", nlibs, len_strings, flags, padding, extension offset,
-  // three unused words, then nlibs entries {i32 flags; u32 key; u32 value; u32 osversion; u64 hwcap}
-  // whose key and value are offsets of NUL-terminated strings from the start of that header.
+  // three unused words, then nlibs entries {i32 flags; u32 key; u32 value; u32 osversion; u64
+  // hwcap} whose key and value are offsets of NUL-terminated strings from the start of that header.
   std::vector<std::string> out;
   std::string data;
   if (!read_file(cache_path, data)) return out;
@@ -140,10 +149,12 @@ LoadedDriver load_real_driver() {
     return result;
   }
   if (forced && !forced->empty()) {
-    result.problem = "SLUICE_REAL_LIBCUDA=" + *forced + " cannot be loaded" + (tried.empty() ? " (no such file, or it is this shim)" : tried);
+    result.problem = "SLUICE_REAL_LIBCUDA=" + *forced + " cannot be loaded" +
+                     (tried.empty() ? " (no such file, or it is this shim)" : tried);
   } else {
-    result.problem = "no CUDA driver (libcuda.so.1) found besides this shim" +
-                     (tried.empty() ? std::string(" (set SLUICE_REAL_LIBCUDA to its path)") : tried);
+    result.problem =
+        "no CUDA driver (libcuda.so.1) found besides this shim" +
+        (tried.empty() ? std::string(" (set SLUICE_REAL_LIBCUDA to its path)") : tried);
   }
   return result;
 }

@@ -23,6 +23,7 @@ LoadedDriver load_real_driver();
 bool read_file(const std::string& path, std::string& out);
 
 // Paths of libcuda.so.1 listed in an ld.so.cache file (new format), in cache order.
-std::vector<std::string> ldconfig_cache_entries(const std::string& cache_path, const std::string& soname);
+std::vector<std::string> ldconfig_cache_entries(const std::string& cache_path,
+                                                const std::string& soname);
 
 }  // namespace sluice::shim::preload

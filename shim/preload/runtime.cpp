@@ -28,7 +28,7 @@ namespace {
 // Plain pthread objects: no constructor runs at load time, and the fork child can reset them.
 pthread_mutex_t g_init_mu = PTHREAD_MUTEX_INITIALIZER;
 thread_local bool t_initializing = false;
-bool g_process_hooks_installed = false;   // guarded by g_init_mu; survives fork on purpose
+bool g_process_hooks_installed = false;    // guarded by g_init_mu; survives fork on purpose
 bool g_gate_selected_before_fork = false;  // the child selects its own gate at once
 
 EngineOptions engine_options() {
@@ -49,8 +49,12 @@ void at_exit() {
   write_stats(*rt);
 }
 
-void before_fork() { pthread_mutex_lock(&g_init_mu); }
-void after_fork_parent() { pthread_mutex_unlock(&g_init_mu); }
+void before_fork() {
+  pthread_mutex_lock(&g_init_mu);
+}
+void after_fork_parent() {
+  pthread_mutex_unlock(&g_init_mu);
+}
 void after_fork_child() {
   // The parent's engine threads do not exist here and its locks may be held: leave its objects
   // alone and build new ones on the next call.
@@ -120,11 +124,13 @@ void select_gate(Runtime& rt) noexcept {
       if (&make_daemon_gate == nullptr) {
         log::info("this libsluice.so has no daemon client; the gate stays open");
       } else {
-        gate = make_daemon_gate(GateEnvironment{*rt.engine, *rt.engine, rt.real, rt.engine->stats()});
+        gate =
+            make_daemon_gate(GateEnvironment{*rt.engine, *rt.engine, rt.real, rt.engine->stats()});
         if (!gate) log::warn("no daemon gate; the gate stays open");
       }
     } else {
-      log::warn("SLUICE_GATE='{}' is not one of daemon, open, toggle:<ms>; the gate stays open", spec);
+      log::warn("SLUICE_GATE='{}' is not one of daemon, open, toggle:<ms>; the gate stays open",
+                spec);
     }
     rt.engine->set_gate(gate.get());
     rt.gate = std::move(gate);
@@ -149,7 +155,8 @@ void write_stats(Runtime& rt) noexcept {
       }
     }
     const std::string json = rt.engine->stats().to_json(rt.engine->gate().name());
-    const int fd = ::open(expanded.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    const int fd =
+        ::open(expanded.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (fd < 0) {
       log::warn("SLUICE_STATS_FILE: cannot write {}", expanded);
       return;

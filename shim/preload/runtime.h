@@ -21,12 +21,12 @@
 namespace sluice::shim::preload {
 
 struct Runtime {
-  DriverApi real;                  // the real driver's entry points (null where it lacks one)
+  DriverApi real;  // the real driver's entry points (null where it lacks one)
   bool driver_loaded = false;
-  std::string driver_path;         // where it was loaded from, or
-  std::string driver_problem;      // why no driver could be loaded
-  Engine* engine = nullptr;        // never destroyed: threads may still call in during exit
-  std::unique_ptr<Gate> gate;      // the gate chosen at the first successful cuInit
+  std::string driver_path;     // where it was loaded from, or
+  std::string driver_problem;  // why no driver could be loaded
+  Engine* engine = nullptr;    // never destroyed: threads may still call in during exit
+  std::unique_ptr<Gate> gate;  // the gate chosen at the first successful cuInit
   std::atomic<bool> gate_selected{false};
   std::array<std::atomic<bool>, kSymCount> warned{};  // one warning per entry point
 };

@@ -56,14 +56,18 @@ bool resolve(void* library, const char* name, T& out) {
 
 bool open_driver() {
   void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
-  return lib != nullptr && resolve(lib, "cuInit", cu.init) && resolve(lib, "cuDeviceGetCount", cu.device_count) &&
-         resolve(lib, "cuDeviceGet", cu.device_get) && resolve(lib, "cuDeviceGetName", cu.device_name) &&
+  return lib != nullptr && resolve(lib, "cuInit", cu.init) &&
+         resolve(lib, "cuDeviceGetCount", cu.device_count) &&
+         resolve(lib, "cuDeviceGet", cu.device_get) &&
+         resolve(lib, "cuDeviceGetName", cu.device_name) &&
          resolve(lib, "cuDevicePrimaryCtxRetain", cu.primary_ctx_retain) &&
-         resolve(lib, "cuCtxSetCurrent", cu.ctx_set_current) && resolve(lib, "cuStreamCreate", cu.stream_create) &&
+         resolve(lib, "cuCtxSetCurrent", cu.ctx_set_current) &&
+         resolve(lib, "cuStreamCreate", cu.stream_create) &&
          resolve(lib, "cuModuleLoadData", cu.module_load_data) &&
          resolve(lib, "cuModuleGetFunction", cu.module_get_function) &&
          resolve(lib, "cuLaunchKernel", cu.launch_kernel) &&
-         resolve(lib, "cuStreamSynchronize", cu.stream_synchronize) && resolve(lib, "cuGetErrorName", cu.error_name);
+         resolve(lib, "cuStreamSynchronize", cu.stream_synchronize) &&
+         resolve(lib, "cuGetErrorName", cu.error_name);
 }
 
 bool check(CUresult result, const char* what) {
@@ -76,7 +80,8 @@ bool check(CUresult result, const char* what) {
 
 double percentile(std::vector<double>& values, double q) {
   const auto index = static_cast<std::size_t>(q * static_cast<double>(values.size() - 1));
-  std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(index), values.end());
+  std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(index),
+                   values.end());
   return values[index];
 }
 
@@ -94,7 +99,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   int devices = 0;
-  if (!open_driver() || cu.init(0) != CUDA_SUCCESS || cu.device_count(&devices) != CUDA_SUCCESS || devices == 0) {
+  if (!open_driver() || cu.init(0) != CUDA_SUCCESS || cu.device_count(&devices) != CUDA_SUCCESS ||
+      devices == 0) {
     std::fprintf(stderr, "launch_overhead: no GPU\n");
     return 77;
   }
@@ -104,9 +110,11 @@ int main(int argc, char** argv) {
   CUmodule module = nullptr;
   CUfunction tiny = nullptr;
   char name[256] = {};
-  if (!check(cu.device_get(&device, 0), "cuDeviceGet") || !check(cu.device_name(name, sizeof name, device), "cuDeviceGetName") ||
+  if (!check(cu.device_get(&device, 0), "cuDeviceGet") ||
+      !check(cu.device_name(name, sizeof name, device), "cuDeviceGetName") ||
       !check(cu.primary_ctx_retain(&ctx, device), "cuDevicePrimaryCtxRetain") ||
-      !check(cu.ctx_set_current(ctx), "cuCtxSetCurrent") || !check(cu.stream_create(&stream, CU_STREAM_NON_BLOCKING), "cuStreamCreate") ||
+      !check(cu.ctx_set_current(ctx), "cuCtxSetCurrent") ||
+      !check(cu.stream_create(&stream, CU_STREAM_NON_BLOCKING), "cuStreamCreate") ||
       !check(cu.module_load_data(&module, kPtx), "cuModuleLoadData") ||
       !check(cu.module_get_function(&tiny, module, "tiny"), "cuModuleGetFunction")) {
     return 1;
@@ -114,7 +122,9 @@ int main(int argc, char** argv) {
   unsigned value = 1;
   void* params[] = {&value};
   for (long i = 0; i < warmup; ++i) {
-    if (!check(cu.launch_kernel(tiny, 1, 1, 1, 32, 1, 1, 0, stream, params, nullptr), "cuLaunchKernel")) return 1;
+    if (!check(cu.launch_kernel(tiny, 1, 1, 1, 32, 1, 1, 0, stream, params, nullptr),
+               "cuLaunchKernel"))
+      return 1;
   }
   if (!check(cu.stream_synchronize(stream), "cuStreamSynchronize")) return 1;
 
@@ -140,9 +150,10 @@ int main(int argc, char** argv) {
   const char* preload = std::getenv("LD_PRELOAD");
   const bool through_sluice = preload != nullptr && std::strstr(preload, "sluice") != nullptr;
   std::printf(
-      "{\"device\": \"%s\", \"sluice\": %s, \"launches\": %ld, \"wall_s\": %.6f, \"launches_per_s\": %.1f, "
+      "{\"device\": \"%s\", \"sluice\": %s, \"launches\": %ld, \"wall_s\": %.6f, "
+      "\"launches_per_s\": %.1f, "
       "\"p50_us\": %.4f, \"p99_us\": %.4f, \"mean_us\": %.4f}\n",
-      name, through_sluice ? "true" : "false", launches, wall_s, static_cast<double>(launches) / wall_s, p50,
-      p99, mean);
+      name, through_sluice ? "true" : "false", launches, wall_s,
+      static_cast<double>(launches) / wall_s, p50, p99, mean);
   return 0;
 }

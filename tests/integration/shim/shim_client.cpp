@@ -33,13 +33,12 @@ constexpr const char* kModule =
 
 int g_failures = 0;
 
-#define CHECK(cond)                                                             \
-  do {                                                                          \
-    if (!(cond)) {                                                              \
-      std::fprintf(stderr, "shim_client: %s:%d: check failed: %s\n", __FILE__, \
-                   __LINE__, #cond);                                            \
-      ++g_failures;                                                             \
-    }                                                                           \
+#define CHECK(cond)                                                                              \
+  do {                                                                                           \
+    if (!(cond)) {                                                                               \
+      std::fprintf(stderr, "shim_client: %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+      ++g_failures;                                                                              \
+    }                                                                                            \
   } while (0)
 #define CU(call) CHECK((call) == CUDA_SUCCESS)
 
@@ -47,16 +46,19 @@ int g_failures = 0;
 // macros of cuda.h, so that each one holds the variant this build's cuda.h selects.
 struct Api {
 #define SLUICE_API(name) decltype(&::name) name##_ = nullptr;
-#define SLUICE_API_LIST(X)                                                                       \
-  X(cuInit) X(cuDeviceGet) X(cuDevicePrimaryCtxRetain) X(cuCtxSetCurrent) X(cuModuleLoadData)   \
-  X(cuModuleGetFunction) X(cuStreamCreate) X(cuStreamDestroy) X(cuMemAlloc) X(cuMemFree)       \
-  X(cuMemAllocHost) X(cuMemFreeHost) X(cuMemsetD32Async) X(cuMemsetD8Async) X(cuLaunchKernel)  \
-  X(cuLaunchKernelEx) X(cuEventCreate) X(cuEventRecord) X(cuStreamWaitEvent) X(cuEventDestroy) \
-  X(cuEventSynchronize) X(cuEventQuery) X(cuMemcpyDtoDAsync) X(cuMemcpyHtoDAsync)              \
-  X(cuMemcpyDtoHAsync) X(cuMemcpyAsync) X(cuMemcpyDtoH) X(cuLaunchHostFunc)                      \
-  X(cuStreamSynchronize) X(cuStreamQuery) X(cuCtxSynchronize) X(cuStreamBeginCapture)          \
-  X(cuStreamEndCapture) X(cuGraphInstantiate) X(cuGraphLaunch) X(cuGraphExecDestroy)           \
-  X(cuGraphDestroy) X(cuModuleUnload)
+#define SLUICE_API_LIST(X)                                                                         \
+  X(cuInit)                                                                                        \
+  X(cuDeviceGet) X(cuDevicePrimaryCtxRetain) X(cuCtxSetCurrent) X(cuModuleLoadData)                \
+      X(cuModuleGetFunction) X(cuStreamCreate) X(cuStreamDestroy) X(cuMemAlloc) X(cuMemFree)       \
+          X(cuMemAllocHost) X(cuMemFreeHost) X(cuMemsetD32Async) X(cuMemsetD8Async)                \
+              X(cuLaunchKernel) X(cuLaunchKernelEx) X(cuEventCreate) X(cuEventRecord)              \
+                  X(cuStreamWaitEvent) X(cuEventDestroy) X(cuEventSynchronize) X(cuEventQuery)     \
+                      X(cuMemcpyDtoDAsync) X(cuMemcpyHtoDAsync) X(cuMemcpyDtoHAsync)               \
+                          X(cuMemcpyAsync) X(cuMemcpyDtoH) X(cuLaunchHostFunc)                     \
+                              X(cuStreamSynchronize) X(cuStreamQuery) X(cuCtxSynchronize)          \
+                                  X(cuStreamBeginCapture) X(cuStreamEndCapture)                    \
+                                      X(cuGraphInstantiate) X(cuGraphLaunch) X(cuGraphExecDestroy) \
+                                          X(cuGraphDestroy) X(cuModuleUnload)
   SLUICE_API_LIST(SLUICE_API)
 #undef SLUICE_API
 };
@@ -79,7 +81,8 @@ Api dlopen_api() {
   void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
   CHECK(lib != nullptr);
   if (lib == nullptr) return api;
-#define SLUICE_API(name) api.name##_ = reinterpret_cast<decltype(&::name)>(dlsym(lib, STRINGIFY(name)));
+#define SLUICE_API(name) \
+  api.name##_ = reinterpret_cast<decltype(&::name)>(dlsym(lib, STRINGIFY(name)));
   SLUICE_API_LIST(SLUICE_API)
 #undef SLUICE_API
   return api;
@@ -94,7 +97,8 @@ constexpr cuuint64_t kProcFlags = CU_GET_PROC_ADDRESS_DEFAULT;
 // The name cuGetProcAddress knows a symbol by: without its ABI and per-thread suffixes.
 std::string base_name(std::string symbol) {
   for (const char* suffix : {"_ptsz", "_ptds"}) {
-    if (symbol.size() > 5 && symbol.compare(symbol.size() - 5, 5, suffix) == 0) symbol.resize(symbol.size() - 5);
+    if (symbol.size() > 5 && symbol.compare(symbol.size() - 5, 5, suffix) == 0)
+      symbol.resize(symbol.size() - 5);
   }
   const auto v = symbol.rfind("_v");
   if (v != std::string::npos && v + 2 < symbol.size() &&
@@ -109,13 +113,13 @@ std::string base_name(std::string symbol) {
 // which this header still declares with its old prototype).
 Api proc_address_api() {
   Api api;
-#define SLUICE_API(name)                                                                             \
-  {                                                                                                  \
-    void* fn = nullptr;                                                                              \
-    CUdriverProcAddressQueryResult status{};                                                         \
-    const std::string base = base_name(STRINGIFY(name));                                             \
-    CU(cuGetProcAddress(base.c_str(), &fn, 12080, kProcFlags, &status));                             \
-    api.name##_ = reinterpret_cast<decltype(&::name)>(fn);                                           \
+#define SLUICE_API(name)                                                 \
+  {                                                                      \
+    void* fn = nullptr;                                                  \
+    CUdriverProcAddressQueryResult status{};                             \
+    const std::string base = base_name(STRINGIFY(name));                 \
+    CU(cuGetProcAddress(base.c_str(), &fn, 12080, kProcFlags, &status)); \
+    api.name##_ = reinterpret_cast<decltype(&::name)>(fn);               \
   }
   SLUICE_API_LIST(SLUICE_API)
 #undef SLUICE_API
@@ -131,7 +135,9 @@ std::uint32_t fnv(const void* data, std::size_t size, std::uint32_t h = 21661362
 struct HostCounter {
   int calls = 0;
 };
-void CUDA_CB count_call(void* data) { ++static_cast<HostCounter*>(data)->calls; }
+void CUDA_CB count_call(void* data) {
+  ++static_cast<HostCounter*>(data)->calls;
+}
 
 // Three streams (the default stream, a blocking one and a non-blocking one), events between them,
 // kernels whose results depend on their order, copies both ways, memsets, a host function and a
@@ -178,7 +184,8 @@ std::uint32_t workload(const Api& cu) {
       std::uint32_t pad;
     } args{log, tag, 0};
     std::size_t size = 12;
-    void* extra[] = {CU_LAUNCH_PARAM_BUFFER_POINTER, &args, CU_LAUNCH_PARAM_BUFFER_SIZE, &size, CU_LAUNCH_PARAM_END};
+    void* extra[] = {CU_LAUNCH_PARAM_BUFFER_POINTER, &args, CU_LAUNCH_PARAM_BUFFER_SIZE, &size,
+                     CU_LAUNCH_PARAM_END};
     CUlaunchAttribute attr{};
     attr.id = CU_LAUNCH_ATTRIBUTE_PRIORITY;
     attr.value.priority = 0;
@@ -320,12 +327,15 @@ void check_proc_address_rows() {
     CUdriverProcAddressQueryResult status{};
     const CUresult result = cuGetProcAddress(row.name, &fn, row.version, row.flags, &status);
     void* expected = dlsym(RTLD_DEFAULT, row.symbol);
-    if (result != CUDA_SUCCESS || status != CU_GET_PROC_ADDRESS_SUCCESS || fn == nullptr || fn != expected) {
+    if (result != CUDA_SUCCESS || status != CU_GET_PROC_ADDRESS_SUCCESS || fn == nullptr ||
+        fn != expected) {
       Dl_info info{};
-      std::fprintf(stderr, "shim_client: cuGetProcAddress(%s, %d, %llu): %p (%s) status %d, expected %s %p\n", row.name,
-                   row.version, static_cast<unsigned long long>(row.flags), fn,
-                   fn != nullptr && dladdr(fn, &info) && info.dli_sname ? info.dli_sname : "?", static_cast<int>(status),
-                   row.symbol, expected);
+      std::fprintf(
+          stderr,
+          "shim_client: cuGetProcAddress(%s, %d, %llu): %p (%s) status %d, expected %s %p\n",
+          row.name, row.version, static_cast<unsigned long long>(row.flags), fn,
+          fn != nullptr && dladdr(fn, &info) && info.dli_sname ? info.dli_sname : "?",
+          static_cast<int>(status), row.symbol, expected);
       ++g_failures;
     }
   }

@@ -12,12 +12,11 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 extern char** environ;
 
@@ -64,8 +63,10 @@ Result run(const std::vector<std::string>& argv, const Env& env) {
   const std::string err_path = scratch("stderr");
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                   0644);
+  posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                   0644);
   pid_t pid = 0;
   Result result;
   if (posix_spawnp(&pid, "timeout", &actions, nullptr, argp.data(), envp.data()) == 0) {
@@ -228,7 +229,8 @@ TEST_F(ShimIntegration, ForkedChildGetsAFreshEngine) {
 
 TEST_F(ShimIntegration, UnmanagedEntryPointsAreCountedPerSymbol) {
   const std::string stats_path = scratch("unmanaged.json");
-  const Result r = run({SLUICE_IT_CLIENT, "unmanaged"}, through_shim({{"SLUICE_STATS_FILE", stats_path}}));
+  const Result r =
+      run({SLUICE_IT_CLIENT, "unmanaged"}, through_shim({{"SLUICE_STATS_FILE", stats_path}}));
   ASSERT_EQ(r.status, 0) << r.err;
   const auto s = stats(stats_path);
   std::remove(stats_path.c_str());
@@ -242,7 +244,8 @@ TEST_F(ShimIntegration, RealCudartGoesAsFarThroughTheShimAsWithoutIt) {
   ASSERT_EQ(plain.status, 0) << plain.err;
   EXPECT_NE(plain.out.find("cudaDriverGetVersion=0 version=13000"), std::string::npos) << plain.out;
   const std::string stats_path = scratch("cudart.json");
-  const Result shimmed = run({SLUICE_IT_CUDART_CLIENT}, through_shim({{"SLUICE_STATS_FILE", stats_path}}));
+  const Result shimmed =
+      run({SLUICE_IT_CUDART_CLIENT}, through_shim({{"SLUICE_STATS_FILE", stats_path}}));
   ASSERT_EQ(shimmed.status, 0) << shimmed.err;
   EXPECT_EQ(shimmed.out, plain.out);
   const auto s = stats(stats_path);
@@ -259,7 +262,8 @@ TEST_F(ShimIntegration, MissingDriverFailsCallsAndSaysWhyOnce) {
   const Result r = run({SLUICE_IT_CLIENT, "workload"}, env);
   EXPECT_EQ(r.status, 1) << r.err;  // its checks fail; it neither crashes nor hangs
   std::size_t mentions = 0;
-  for (std::size_t at = r.err.find("/nonexistent/libcuda.so.1 cannot be loaded"); at != std::string::npos;
+  for (std::size_t at = r.err.find("/nonexistent/libcuda.so.1 cannot be loaded");
+       at != std::string::npos;
        at = r.err.find("/nonexistent/libcuda.so.1 cannot be loaded", at + 1)) {
     ++mentions;
   }
@@ -307,8 +311,9 @@ TEST(ShimLibrary, IsNamedLibcudaAndNeedsOnlyTheCRuntime) {
   pclose(readelf);
   EXPECT_EQ(soname, "libcuda.so.1");
   if (std::string(SLUICE_IT_SANITIZER_RUNTIME).empty()) {
-    const std::set<std::string> allowed = {"libc.so.6",  "libm.so.6",         "libstdc++.so.6", "libgcc_s.so.1",
-                                           "libdl.so.2", "libpthread.so.0", "ld-linux-x86-64.so.2"};
+    const std::set<std::string> allowed = {"libc.so.6",           "libm.so.6",  "libstdc++.so.6",
+                                           "libgcc_s.so.1",       "libdl.so.2", "libpthread.so.0",
+                                           "ld-linux-x86-64.so.2"};
     for (const std::string& lib : needed) EXPECT_TRUE(allowed.count(lib)) << lib;
   }
 }

@@ -7,8 +7,8 @@
 #include <chrono>
 #include <future>
 #include <map>
-#include <mutex>
 #include <memory>
+#include <mutex>
 #include <thread>
 
 #include "mock_driver.h"
@@ -48,15 +48,16 @@ class EngineTest : public ::testing::Test {
                   CUfunction f = kOneParam) {
     std::uint32_t v = value;
     void* params[] = {&v};
-    return engine->launch_kernel(abi, abi == StreamAbi::legacy ? mock.api.cuLaunchKernel : mock.api.cuLaunchKernel_ptsz,
-                                 f, 1, 1, 1, 32, 1, 1, 0, stream, params, nullptr);
+    return engine->launch_kernel(
+        abi, abi == StreamAbi::legacy ? mock.api.cuLaunchKernel : mock.api.cuLaunchKernel_ptsz, f,
+        1, 1, 1, 32, 1, 1, 0, stream, params, nullptr);
   }
   CUresult memset(CUstream stream, unsigned value) {
     OpDesc desc;
     desc.kind = OpKind::memset;
     desc.bytes = 4;
-    return engine->enqueue(StreamAbi::legacy, desc, mock.api.cuMemsetD32Async, CUdeviceptr{0x1000}, value,
-                           std::size_t{1}, stream);
+    return engine->enqueue(StreamAbi::legacy, desc, mock.api.cuMemsetD32Async, CUdeviceptr{0x1000},
+                           value, std::size_t{1}, stream);
   }
   // The entries of the log, as "what:value" strings.
   std::vector<std::string> trace() const {
@@ -118,8 +119,8 @@ TEST_F(EngineTest, HeldLaunchOwnsACopyOfItsParameters) {
   gate->set_open(false);
   auto* value = new std::uint32_t(7);
   void* params[] = {value};
-  ASSERT_EQ(engine->launch_kernel(StreamAbi::legacy, mock.api.cuLaunchKernel, kOneParam, 1, 1, 1, 1, 1, 1, 0,
-                                  kBlocking, params, nullptr),
+  ASSERT_EQ(engine->launch_kernel(StreamAbi::legacy, mock.api.cuLaunchKernel, kOneParam, 1, 1, 1, 1,
+                                  1, 1, 0, kBlocking, params, nullptr),
             CUDA_SUCCESS);
   *value = 9;
   delete value;  // the application frees its parameter memory right after the call
@@ -132,10 +133,10 @@ TEST_F(EngineTest, HeldLaunchOwnsACopyOfItsExtraBuffer) {
   gate->set_open(false);
   std::vector<std::uint32_t> buffer = {11, 12};
   std::size_t size = buffer.size() * sizeof(std::uint32_t);
-  void* extra[] = {CU_LAUNCH_PARAM_BUFFER_POINTER, buffer.data(), CU_LAUNCH_PARAM_BUFFER_SIZE, &size,
-                   CU_LAUNCH_PARAM_END};
-  ASSERT_EQ(engine->launch_kernel(StreamAbi::legacy, mock.api.cuLaunchKernel, handle<CUfunction>(2), 1, 1, 1, 1,
-                                  1, 1, 0, kBlocking, nullptr, extra),
+  void* extra[] = {CU_LAUNCH_PARAM_BUFFER_POINTER, buffer.data(), CU_LAUNCH_PARAM_BUFFER_SIZE,
+                   &size, CU_LAUNCH_PARAM_END};
+  ASSERT_EQ(engine->launch_kernel(StreamAbi::legacy, mock.api.cuLaunchKernel, handle<CUfunction>(2),
+                                  1, 1, 1, 1, 1, 1, 0, kBlocking, nullptr, extra),
             CUDA_SUCCESS);
   buffer[0] = 99;
   size = 0;
@@ -158,8 +159,8 @@ TEST_F(EngineTest, HeldLaunchExOwnsItsConfigAndAttributes) {
   config.hStream = kBlocking;
   config.attrs = attrs.data();
   config.numAttrs = 2;
-  ASSERT_EQ(engine->launch_kernel_ex(StreamAbi::legacy, mock.api.cuLaunchKernelEx, &config, kOneParam, params,
-                                     nullptr),
+  ASSERT_EQ(engine->launch_kernel_ex(StreamAbi::legacy, mock.api.cuLaunchKernelEx, &config,
+                                     kOneParam, params, nullptr),
             CUDA_SUCCESS);
   attrs[0].id = CU_LAUNCH_ATTRIBUTE_IGNORE;
   attrs.clear();
@@ -216,8 +217,8 @@ TEST_F(EngineTest, PerThreadStreamWorkWaitsOnItsThreadBehindHeldLegacyWork) {
 
 TEST_F(EngineTest, LegacyWorkFollowsHeldWorkOfBlockingStreamsOnly) {
   gate->refuse_only(kBlocking);
-  ASSERT_EQ(launch(kBlocking, 1), CUDA_SUCCESS);  // held by the gate
-  ASSERT_EQ(launch(nullptr, 2), CUDA_SUCCESS);    // legacy: held behind it
+  ASSERT_EQ(launch(kBlocking, 1), CUDA_SUCCESS);     // held by the gate
+  ASSERT_EQ(launch(nullptr, 2), CUDA_SUCCESS);       // legacy: held behind it
   ASSERT_EQ(launch(kNonBlocking, 3), CUDA_SUCCESS);  // non-blocking: not ordered with either
   EXPECT_EQ(mock.values("kernel"), (std::vector<std::uint64_t>{3}));
   gate->refuse_only(nullptr);
@@ -230,7 +231,8 @@ TEST_F(EngineTest, BlockingStreamsFollowHeldLegacyWork) {
   ASSERT_EQ(launch(nullptr, 1), CUDA_SUCCESS);       // held by the gate
   ASSERT_EQ(launch(kBlocking, 2), CUDA_SUCCESS);     // held behind the legacy call
   ASSERT_EQ(launch(kNonBlocking, 3), CUDA_SUCCESS);  // inline
-  ASSERT_EQ(launch(nullptr, 4, StreamAbi::legacy), CUDA_SUCCESS);  // stream 0 is the legacy stream too
+  ASSERT_EQ(launch(nullptr, 4, StreamAbi::legacy),
+            CUDA_SUCCESS);  // stream 0 is the legacy stream too
   EXPECT_EQ(mock.values("kernel"), (std::vector<std::uint64_t>{3}));
   gate->refuse_only(nullptr);
   engine->drain_all();
@@ -254,7 +256,8 @@ TEST_F(EngineTest, StreamsUnknownToTheEngineAreAskedForTheirFlags) {
 
 TEST_F(EngineTest, EventQueryOfAHeldRecordIsNotReady) {
   gate->refuse_only(kBlocking);
-  ASSERT_EQ(engine->record_event(StreamAbi::legacy, mock.api.cuEventRecord, kEvent, kBlocking), CUDA_SUCCESS);
+  ASSERT_EQ(engine->record_event(StreamAbi::legacy, mock.api.cuEventRecord, kEvent, kBlocking),
+            CUDA_SUCCESS);
   EXPECT_EQ(engine->query_event(mock.api.cuEventQuery, kEvent), CUDA_ERROR_NOT_READY);
   EXPECT_EQ(mock.event_queries.load(), 0);
   gate->refuse_only(nullptr);
@@ -265,17 +268,23 @@ TEST_F(EngineTest, EventQueryOfAHeldRecordIsNotReady) {
 
 TEST_F(EngineTest, WaitOnAHeldRecordIsHeldBehindIt) {
   gate->refuse_only(kBlocking);
-  ASSERT_EQ(engine->record_event(StreamAbi::legacy, mock.api.cuEventRecord, kEvent, kBlocking), CUDA_SUCCESS);
-  ASSERT_EQ(engine->wait_event(StreamAbi::legacy, mock.api.cuStreamWaitEvent, kNonBlocking, kEvent, 0), CUDA_SUCCESS);
+  ASSERT_EQ(engine->record_event(StreamAbi::legacy, mock.api.cuEventRecord, kEvent, kBlocking),
+            CUDA_SUCCESS);
+  ASSERT_EQ(
+      engine->wait_event(StreamAbi::legacy, mock.api.cuStreamWaitEvent, kNonBlocking, kEvent, 0),
+      CUDA_SUCCESS);
   ASSERT_EQ(launch(kNonBlocking, 5), CUDA_SUCCESS);  // behind the held wait
   // A later record of the same event must not overtake the wait either.
-  ASSERT_EQ(engine->record_event(StreamAbi::legacy, mock.api.cuEventRecord, kEvent, kOther), CUDA_SUCCESS);
+  ASSERT_EQ(engine->record_event(StreamAbi::legacy, mock.api.cuEventRecord, kEvent, kOther),
+            CUDA_SUCCESS);
   EXPECT_TRUE(trace().empty());
   gate->refuse_only(nullptr);
   engine->drain_all();
   const auto order = trace();
   const std::string event = std::to_string(reinterpret_cast<std::uintptr_t>(kEvent));
-  auto pos = [&](const std::string& s) { return std::find(order.begin(), order.end(), s) - order.begin(); };
+  auto pos = [&](const std::string& s) {
+    return std::find(order.begin(), order.end(), s) - order.begin();
+  };
   ASSERT_EQ(order.size(), 4u);
   EXPECT_EQ(order[0], "record:" + event);
   EXPECT_EQ(order[1], "wait:" + event);
@@ -285,8 +294,11 @@ TEST_F(EngineTest, WaitOnAHeldRecordIsHeldBehindIt) {
 
 TEST_F(EngineTest, EventSynchronizeAndElapsedTimeWaitForHeldRecords) {
   gate->set_open(false);
-  ASSERT_EQ(engine->record_event(StreamAbi::legacy, mock.api.cuEventRecord, kEvent, kBlocking), CUDA_SUCCESS);
-  auto sync = std::async(std::launch::async, [&] { return engine->synchronize_event(mock.api.cuEventSynchronize, kEvent); });
+  ASSERT_EQ(engine->record_event(StreamAbi::legacy, mock.api.cuEventRecord, kEvent, kBlocking),
+            CUDA_SUCCESS);
+  auto sync = std::async(std::launch::async, [&] {
+    return engine->synchronize_event(mock.api.cuEventSynchronize, kEvent);
+  });
   EXPECT_EQ(sync.wait_for(50ms), std::future_status::timeout);
   gate->set_open(true);
   EXPECT_EQ(sync.get(), CUDA_SUCCESS);
@@ -294,7 +306,8 @@ TEST_F(EngineTest, EventSynchronizeAndElapsedTimeWaitForHeldRecords) {
   EXPECT_EQ(trace().back().rfind("event_sync:", 0), 0u);
 
   gate->set_open(false);
-  ASSERT_EQ(engine->record_event(StreamAbi::legacy, mock.api.cuEventRecord, kEvent, kBlocking), CUDA_SUCCESS);
+  ASSERT_EQ(engine->record_event(StreamAbi::legacy, mock.api.cuEventRecord, kEvent, kBlocking),
+            CUDA_SUCCESS);
   auto elapsed = std::async(std::launch::async, [&] {
     float ms = 0;
     const CUresult r = engine->elapsed_time(mock.api.cuEventElapsedTime_v2, &ms, kEvent, kEvent);
@@ -308,7 +321,8 @@ TEST_F(EngineTest, EventSynchronizeAndElapsedTimeWaitForHeldRecords) {
 
 TEST_F(EngineTest, StreamSynchronizeDrainsAndReportsErrorsOfHeldWorkOnce) {
   gate->set_open(false);
-  ASSERT_EQ(launch(kBlocking, 1, StreamAbi::legacy, handle<CUfunction>(MockDriver::kFailing)), CUDA_SUCCESS);
+  ASSERT_EQ(launch(kBlocking, 1, StreamAbi::legacy, handle<CUfunction>(MockDriver::kFailing)),
+            CUDA_SUCCESS);
   ASSERT_EQ(launch(kBlocking, 2), CUDA_SUCCESS);
   auto sync = std::async(std::launch::async, [&] {
     return engine->synchronize_stream(StreamAbi::legacy, mock.api.cuStreamSynchronize, kBlocking);
@@ -317,16 +331,22 @@ TEST_F(EngineTest, StreamSynchronizeDrainsAndReportsErrorsOfHeldWorkOnce) {
   gate->set_open(true);
   EXPECT_EQ(sync.get(), CUDA_ERROR_LAUNCH_FAILED);
   EXPECT_EQ(trace(), (std::vector<std::string>{"kernel:1", "kernel:2", "sync:0"}));
-  EXPECT_EQ(engine->synchronize_stream(StreamAbi::legacy, mock.api.cuStreamSynchronize, kBlocking), CUDA_SUCCESS);
+  EXPECT_EQ(engine->synchronize_stream(StreamAbi::legacy, mock.api.cuStreamSynchronize, kBlocking),
+            CUDA_SUCCESS);
   EXPECT_EQ(engine->stats().snapshot().deferred_errors, 1u);
 }
 
 TEST_F(EngineTest, ContextSynchronizeReportsErrorsOfHeldWorkOnAnyStream) {
   gate->set_open(false);
-  ASSERT_EQ(launch(kNonBlocking, 1, StreamAbi::legacy, handle<CUfunction>(MockDriver::kFailing)), CUDA_SUCCESS);
+  ASSERT_EQ(launch(kNonBlocking, 1, StreamAbi::legacy, handle<CUfunction>(MockDriver::kFailing)),
+            CUDA_SUCCESS);
   gate->set_open(true);
   int calls = 0;
-  EXPECT_EQ(engine->synchronize_context([&] { ++calls; return CUDA_SUCCESS; }), CUDA_ERROR_LAUNCH_FAILED);
+  EXPECT_EQ(engine->synchronize_context([&] {
+    ++calls;
+    return CUDA_SUCCESS;
+  }),
+            CUDA_ERROR_LAUNCH_FAILED);
   EXPECT_EQ(calls, 1);
   EXPECT_EQ(engine->synchronize_context([] { return CUDA_SUCCESS; }), CUDA_SUCCESS);
 }
@@ -334,20 +354,28 @@ TEST_F(EngineTest, ContextSynchronizeReportsErrorsOfHeldWorkOnAnyStream) {
 TEST_F(EngineTest, StreamQueryIsNotReadyWhileWorkIsHeld) {
   gate->set_open(false);
   ASSERT_EQ(launch(kBlocking, 1), CUDA_SUCCESS);
-  EXPECT_EQ(engine->query_stream(StreamAbi::legacy, mock.api.cuStreamQuery, kBlocking), CUDA_ERROR_NOT_READY);
+  EXPECT_EQ(engine->query_stream(StreamAbi::legacy, mock.api.cuStreamQuery, kBlocking),
+            CUDA_ERROR_NOT_READY);
   EXPECT_EQ(mock.count("query"), 0u);
-  EXPECT_EQ(engine->query_stream(StreamAbi::legacy, mock.api.cuStreamQuery, kNonBlocking), CUDA_SUCCESS);
+  EXPECT_EQ(engine->query_stream(StreamAbi::legacy, mock.api.cuStreamQuery, kNonBlocking),
+            CUDA_SUCCESS);
   gate->set_open(true);
   engine->drain_all();
-  EXPECT_EQ(engine->query_stream(StreamAbi::legacy, mock.api.cuStreamQuery, kBlocking), CUDA_SUCCESS);
+  EXPECT_EQ(engine->query_stream(StreamAbi::legacy, mock.api.cuStreamQuery, kBlocking),
+            CUDA_SUCCESS);
 }
 
 TEST_F(EngineTest, DestroysWaitForHeldWork) {
   gate->set_open(false);
   ASSERT_EQ(launch(kBlocking, 1), CUDA_SUCCESS);
-  ASSERT_EQ(engine->record_event(StreamAbi::legacy, mock.api.cuEventRecord, kEvent, kBlocking), CUDA_SUCCESS);
-  auto destroy_event = std::async(std::launch::async, [&] { return engine->destroy_event(mock.api.cuEventDestroy_v2, kEvent); });
-  auto destroy_stream = std::async(std::launch::async, [&] { return engine->destroy_stream(mock.api.cuStreamDestroy_v2, kBlocking); });
+  ASSERT_EQ(engine->record_event(StreamAbi::legacy, mock.api.cuEventRecord, kEvent, kBlocking),
+            CUDA_SUCCESS);
+  auto destroy_event = std::async(std::launch::async, [&] {
+    return engine->destroy_event(mock.api.cuEventDestroy_v2, kEvent);
+  });
+  auto destroy_stream = std::async(std::launch::async, [&] {
+    return engine->destroy_stream(mock.api.cuStreamDestroy_v2, kBlocking);
+  });
   EXPECT_EQ(destroy_stream.wait_for(50ms), std::future_status::timeout);
   gate->set_open(true);
   EXPECT_EQ(destroy_event.get(), CUDA_SUCCESS);
@@ -366,7 +394,8 @@ TEST_F(EngineTest, HeldWorkIsReleasedPastTheHoldLimit) {
   gate->set_open(false);
   const auto start = std::chrono::steady_clock::now();
   ASSERT_EQ(launch(kBlocking, 1), CUDA_SUCCESS);
-  ASSERT_EQ(engine->synchronize_stream(StreamAbi::legacy, mock.api.cuStreamSynchronize, kBlocking), CUDA_SUCCESS);
+  ASSERT_EQ(engine->synchronize_stream(StreamAbi::legacy, mock.api.cuStreamSynchronize, kBlocking),
+            CUDA_SUCCESS);
   EXPECT_GE(std::chrono::steady_clock::now() - start, 30ms);
   EXPECT_EQ(mock.values("kernel"), (std::vector<std::uint64_t>{1}));
   EXPECT_EQ(engine->stats().snapshot().forced_releases, 1u);
@@ -393,10 +422,11 @@ TEST_F(EngineTest, CapturePassesWorkStraightThrough) {
   gate->set_open(false);
   ASSERT_EQ(launch(kNonBlocking, 2), CUDA_SUCCESS);  // captured: not gated
   EXPECT_EQ(mock.values("kernel"), (std::vector<std::uint64_t>{1, 2}));
-  ASSERT_EQ(engine->end_capture(StreamAbi::legacy, kNonBlocking, [&] {
-    mock.capturing = false;
-    return CUDA_SUCCESS;
-  }),
+  ASSERT_EQ(engine->end_capture(StreamAbi::legacy, kNonBlocking,
+                                [&] {
+                                  mock.capturing = false;
+                                  return CUDA_SUCCESS;
+                                }),
             CUDA_SUCCESS);
   EXPECT_FALSE(engine->capture_active());
   ASSERT_EQ(launch(kNonBlocking, 3), CUDA_SUCCESS);  // gated again
@@ -404,8 +434,9 @@ TEST_F(EngineTest, CapturePassesWorkStraightThrough) {
 }
 
 TEST_F(EngineTest, FailedCaptureBeginLeavesCaptureInactive) {
-  EXPECT_EQ(engine->begin_capture(StreamAbi::legacy, kBlocking, [] { return CUDA_ERROR_ILLEGAL_STATE; }),
-            CUDA_ERROR_ILLEGAL_STATE);
+  EXPECT_EQ(
+      engine->begin_capture(StreamAbi::legacy, kBlocking, [] { return CUDA_ERROR_ILLEGAL_STATE; }),
+      CUDA_ERROR_ILLEGAL_STATE);
   EXPECT_FALSE(engine->capture_active());
 }
 
@@ -414,11 +445,13 @@ TEST_F(EngineTest, LargeCopiesAreSplitIntoGatedChunksInOrder) {
   gate->set_open(false);
   std::vector<std::uint32_t> host(1000);  // 4000 bytes
   for (std::size_t i = 0; i < host.size(); ++i) host[i] = static_cast<std::uint32_t>(i);
-  for (std::size_t offset = 0; offset < 4000; offset += 1024) mock.pin(reinterpret_cast<char*>(host.data()) + offset);
+  for (std::size_t offset = 0; offset < 4000; offset += 1024)
+    mock.pin(reinterpret_cast<char*>(host.data()) + offset);
   ASSERT_EQ(engine->copy_1d(StreamAbi::legacy, mock.api.cuMemcpyHtoDAsync_v2, CUdeviceptr{0x1000},
                             static_cast<const void*>(host.data()), std::size_t{4000}, kBlocking),
             CUDA_SUCCESS);
-  ASSERT_EQ(engine->record_event(StreamAbi::legacy, mock.api.cuEventRecord, kEvent, kBlocking), CUDA_SUCCESS);
+  ASSERT_EQ(engine->record_event(StreamAbi::legacy, mock.api.cuEventRecord, kEvent, kBlocking),
+            CUDA_SUCCESS);
   EXPECT_EQ(engine->held_now(), 5u);
   gate->set_open(true);
   engine->drain_all();
@@ -459,12 +492,14 @@ TEST_F(EngineTest, StructuredCopiesAndBatchesAreCopiedWhenHeld) {
   copy->dstMemoryType = CU_MEMORYTYPE_DEVICE;
   copy->WidthInBytes = 64;
   copy->Height = 3;
-  ASSERT_EQ(engine->copy_2d(StreamAbi::legacy, mock.api.cuMemcpy2DAsync_v2, copy.get(), kBlocking), CUDA_SUCCESS);
+  ASSERT_EQ(engine->copy_2d(StreamAbi::legacy, mock.api.cuMemcpy2DAsync_v2, copy.get(), kBlocking),
+            CUDA_SUCCESS);
   copy.reset();
   std::vector<CUstreamBatchMemOpParams> ops(2);
   ops[0].operation = CU_STREAM_MEM_OP_WRITE_VALUE_32;
   ops[0].writeValue.value = 77;
-  ASSERT_EQ(engine->batch_mem_op(StreamAbi::legacy, mock.api.cuStreamBatchMemOp_v2, kBlocking, 2, ops.data(), 0),
+  ASSERT_EQ(engine->batch_mem_op(StreamAbi::legacy, mock.api.cuStreamBatchMemOp_v2, kBlocking, 2,
+                                 ops.data(), 0),
             CUDA_SUCCESS);
   ops.clear();
   ops.shrink_to_fit();
@@ -495,7 +530,8 @@ TEST_F(EngineTest, RunOrderedWaitsForEarlierHeldWorkOfItsStream) {
   gate->set_open(false);
   ASSERT_EQ(launch(kBlocking, 1), CUDA_SUCCESS);
   // Other streams' work does not hold it up.
-  EXPECT_EQ(engine->run_ordered(StreamAbi::legacy, kNonBlocking, [] { return CUDA_SUCCESS; }), CUDA_SUCCESS);
+  EXPECT_EQ(engine->run_ordered(StreamAbi::legacy, kNonBlocking, [] { return CUDA_SUCCESS; }),
+            CUDA_SUCCESS);
   auto done = std::async(std::launch::async, [&] {
     return engine->run_ordered(StreamAbi::legacy, kBlocking, [&] {
       mock.append({"ordered", kBlocking, 0, 0, std::this_thread::get_id()});
@@ -559,7 +595,8 @@ TEST_F(EngineTest, DescriptorsCarryStreamKernelAndIncreasingSequence) {
   EXPECT_EQ(recorder.seen[2].stream, CU_STREAM_PER_THREAD);
   EXPECT_EQ(recorder.seen[3].kind, OpKind::memset);
   EXPECT_EQ(recorder.seen[3].bytes, 4u);
-  for (std::size_t i = 1; i < recorder.seen.size(); ++i) EXPECT_GT(recorder.seen[i].seq, recorder.seen[i - 1].seq);
+  for (std::size_t i = 1; i < recorder.seen.size(); ++i)
+    EXPECT_GT(recorder.seen[i].seq, recorder.seen[i - 1].seq);
 }
 
 // A gate learns of a hold before the held call can be submitted, so that its bookkeeping of held
@@ -652,7 +689,8 @@ TEST_F(EngineTest, ConcurrentStreamsKeepTheirOrderWhileTheGateFlips) {
   }
   for (int t = 0; t < kThreads; ++t) {
     ASSERT_EQ(per_stream[static_cast<std::size_t>(t)].size(), kPerThread);
-    for (std::uint32_t i = 0; i < kPerThread; ++i) EXPECT_EQ(per_stream[static_cast<std::size_t>(t)][i], i);
+    for (std::uint32_t i = 0; i < kPerThread; ++i)
+      EXPECT_EQ(per_stream[static_cast<std::size_t>(t)][i], i);
   }
   const StatsSnapshot s = engine->stats().snapshot();
   EXPECT_EQ(s.of(OpKind::kernel), kThreads * kPerThread);

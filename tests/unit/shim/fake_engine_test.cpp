@@ -45,8 +45,10 @@ struct Fake {
       f.handle = dlopen(SLUICE_TEST_FAKE_DRIVER, RTLD_NOW | RTLD_LOCAL);
       if (f.handle == nullptr) return f;
       f.api.resolve(f.handle);
-      f.wait_idle = reinterpret_cast<decltype(f.wait_idle)>(dlsym(f.handle, "sluice_fake_wait_idle"));
-      f.counters = reinterpret_cast<decltype(f.counters)>(dlsym(f.handle, "sluice_fake_counters_get"));
+      f.wait_idle =
+          reinterpret_cast<decltype(f.wait_idle)>(dlsym(f.handle, "sluice_fake_wait_idle"));
+      f.counters =
+          reinterpret_cast<decltype(f.counters)>(dlsym(f.handle, "sluice_fake_counters_get"));
       return f;
     }();
     return fake;
@@ -109,16 +111,18 @@ class FakeEngineTest : public ::testing::Test {
     EXPECT_CU_OK(cu->cuMemcpyDtoH_v2(out.data(), p, count * sizeof(std::uint32_t)));
     return out;
   }
-  CUresult launch_affine(StreamAbi abi, CUstream s, CUdeviceptr p, std::uint32_t mul, std::uint32_t add,
-                         std::uint32_t count, unsigned grid = 1) {
+  CUresult launch_affine(StreamAbi abi, CUstream s, CUdeviceptr p, std::uint32_t mul,
+                         std::uint32_t add, std::uint32_t count, unsigned grid = 1) {
     void* params[] = {&p, &mul, &add, &count};
-    return engine->launch_kernel(abi, abi == StreamAbi::legacy ? cu->cuLaunchKernel : cu->cuLaunchKernel_ptsz,
-                                 affine, grid, 1, 1, 32, 1, 1, 0, s, params, nullptr);
+    return engine->launch_kernel(
+        abi, abi == StreamAbi::legacy ? cu->cuLaunchKernel : cu->cuLaunchKernel_ptsz, affine, grid,
+        1, 1, 32, 1, 1, 0, s, params, nullptr);
   }
   CUresult launch_append(StreamAbi abi, CUstream s, CUdeviceptr log, std::uint32_t tag) {
     void* params[] = {&log, &tag};
-    return engine->launch_kernel(abi, abi == StreamAbi::legacy ? cu->cuLaunchKernel : cu->cuLaunchKernel_ptsz,
-                                 append, 1, 1, 1, 32, 1, 1, 0, s, params, nullptr);
+    return engine->launch_kernel(
+        abi, abi == StreamAbi::legacy ? cu->cuLaunchKernel : cu->cuLaunchKernel_ptsz, append, 1, 1,
+        1, 32, 1, 1, 0, s, params, nullptr);
   }
 
   const DriverApi* cu = nullptr;
@@ -133,7 +137,8 @@ class FakeEngineTest : public ::testing::Test {
   std::vector<void*> pinned;
 };
 
-// ---- the randomized program and its reference model ------------------------------------------------
+// ---- the randomized program and its reference model
+// ------------------------------------------------
 
 struct Lane {
   CUstream handle;
@@ -165,7 +170,8 @@ class RandomProgram {
 
   RandomProgram(FakeEngineTest& t, std::uint32_t seed) : t_(t), rng_(seed) {}
 
-  using MakeGate = std::function<std::unique_ptr<Gate>(const std::vector<CUstream>& canonical_streams)>;
+  using MakeGate =
+      std::function<std::unique_ptr<Gate>(const std::vector<CUstream>& canonical_streams)>;
 
   // Runs `ops` random steps. `make_gate`, when given, builds the gate in force during the program
   // from the streams as the gate sees them.
@@ -176,7 +182,8 @@ class RandomProgram {
         {CU_STREAM_LEGACY, StreamAbi::legacy, true, true},  // the same queue, named explicitly
         {nullptr, StreamAbi::per_thread, false, true},
         {t_.new_stream(0), StreamAbi::legacy, false, true},
-        {t_.new_stream(0), StreamAbi::per_thread, false, true},  // a named stream through a _ptsz entry
+        {t_.new_stream(0), StreamAbi::per_thread, false,
+         true},  // a named stream through a _ptsz entry
         {t_.new_stream(CU_STREAM_NON_BLOCKING), StreamAbi::legacy, false, false},
         {t_.new_stream(CU_STREAM_NON_BLOCKING), StreamAbi::legacy, false, false},
     };
@@ -201,7 +208,7 @@ class RandomProgram {
     if (make_gate) {
       std::vector<CUstream> canonical;
       for (const Lane& l : lanes_) {
-        canonical.push_back(l.handle != nullptr ? l.handle
+        canonical.push_back(l.handle != nullptr          ? l.handle
                             : l.abi == StreamAbi::legacy ? CU_STREAM_LEGACY
                                                          : CU_STREAM_PER_THREAD);
       }
@@ -221,7 +228,9 @@ class RandomProgram {
   }
 
  private:
-  std::uint32_t pick(std::uint32_t n) { return std::uniform_int_distribution<std::uint32_t>(0, n - 1)(rng_); }
+  std::uint32_t pick(std::uint32_t n) {
+    return std::uniform_int_distribution<std::uint32_t>(0, n - 1)(rng_);
+  }
   std::size_t pick_lane() { return pick(static_cast<std::uint32_t>(lanes_.size())); }
   CUevent next_event() { return events_[next_event_++ % events_.size()]; }
 
@@ -233,18 +242,25 @@ class RandomProgram {
     if (same_queue(from, lane)) return;
     const Lane& f = lanes_[from];
     const Lane& l = lanes_[lane];
-    const bool barrier = (f.legacy && l.blocking && !l.legacy) || (l.legacy && f.blocking && !f.legacy);
+    const bool barrier =
+        (f.legacy && l.blocking && !l.legacy) || (l.legacy && f.blocking && !f.legacy);
     const std::uint32_t how = pick(barrier ? 3 : 2);
     Engine& e = *t_.engine;
     const DriverApi& cu = *t_.cu;
     if (how == 2) return;  // the legacy stream's implicit barrier orders them
     if (how == 1) {
-      ASSERT_CU_OK(e.synchronize_stream(f.abi, f.abi == StreamAbi::legacy ? cu.cuStreamSynchronize : cu.cuStreamSynchronize_ptsz, f.handle));
+      ASSERT_CU_OK(e.synchronize_stream(
+          f.abi, f.abi == StreamAbi::legacy ? cu.cuStreamSynchronize : cu.cuStreamSynchronize_ptsz,
+          f.handle));
       return;
     }
     CUevent ev = next_event();
-    ASSERT_CU_OK(e.record_event(f.abi, f.abi == StreamAbi::legacy ? cu.cuEventRecord : cu.cuEventRecord_ptsz, ev, f.handle));
-    ASSERT_CU_OK(e.wait_event(l.abi, l.abi == StreamAbi::legacy ? cu.cuStreamWaitEvent : cu.cuStreamWaitEvent_ptsz, l.handle, ev, 0));
+    ASSERT_CU_OK(
+        e.record_event(f.abi, f.abi == StreamAbi::legacy ? cu.cuEventRecord : cu.cuEventRecord_ptsz,
+                       ev, f.handle));
+    ASSERT_CU_OK(e.wait_event(
+        l.abi, l.abi == StreamAbi::legacy ? cu.cuStreamWaitEvent : cu.cuStreamWaitEvent_ptsz,
+        l.handle, ev, 0));
   }
   bool same_queue(std::size_t a, std::size_t b) const {
     return a == b || (lanes_[a].legacy && lanes_[b].legacy);
@@ -272,17 +288,18 @@ class RandomProgram {
         const std::uint32_t value = pick(1u << 30);
         OpDesc desc;
         desc.kind = OpKind::memset;
-        ASSERT_CU_OK(e.enqueue(l.abi, desc, pt ? cu.cuMemsetD32Async_ptsz : cu.cuMemsetD32Async, buffers_[b], value,
-                               std::size_t{kWords}, l.handle));
+        ASSERT_CU_OK(e.enqueue(l.abi, desc, pt ? cu.cuMemsetD32Async_ptsz : cu.cuMemsetD32Async,
+                               buffers_[b], value, std::size_t{kWords}, l.handle));
         model_[b].assign(kWords, value);
         break;
       }
       case 3: {
-        const std::size_t to = (b + 1 + pick(static_cast<std::uint32_t>(buffers_.size() - 1))) % buffers_.size();
+        const std::size_t to =
+            (b + 1 + pick(static_cast<std::uint32_t>(buffers_.size() - 1))) % buffers_.size();
         take(b, lane);
         take(to, lane);
-        ASSERT_CU_OK(e.copy_1d(l.abi, pt ? cu.cuMemcpyDtoDAsync_v2_ptsz : cu.cuMemcpyDtoDAsync_v2, buffers_[to],
-                               buffers_[b], std::size_t{kWords * 4}, l.handle));
+        ASSERT_CU_OK(e.copy_1d(l.abi, pt ? cu.cuMemcpyDtoDAsync_v2_ptsz : cu.cuMemcpyDtoDAsync_v2,
+                               buffers_[to], buffers_[b], std::size_t{kWords * 4}, l.handle));
         model_[to] = model_[b];
         break;
       }
@@ -298,8 +315,8 @@ class RandomProgram {
           std::memcpy(host, values.data(), kWords * 4);
           source = host;
         }
-        ASSERT_CU_OK(e.copy_1d(l.abi, pt ? cu.cuMemcpyHtoDAsync_v2_ptsz : cu.cuMemcpyHtoDAsync_v2, buffers_[b], source,
-                               std::size_t{kWords * 4}, l.handle));
+        ASSERT_CU_OK(e.copy_1d(l.abi, pt ? cu.cuMemcpyHtoDAsync_v2_ptsz : cu.cuMemcpyHtoDAsync_v2,
+                               buffers_[b], source, std::size_t{kWords * 4}, l.handle));
         std::fill(staging.begin(), staging.end(), 0xDEAD);  // pageable memory is free to reuse now
         model_[b] = values;
         break;
@@ -308,7 +325,8 @@ class RandomProgram {
         take(b, lane);
         std::vector<std::uint32_t> host(kWords, 0);
         ASSERT_CU_OK(e.copy_1d(l.abi, pt ? cu.cuMemcpyDtoHAsync_v2_ptsz : cu.cuMemcpyDtoHAsync_v2,
-                               static_cast<void*>(host.data()), buffers_[b], std::size_t{kWords * 4}, l.handle));
+                               static_cast<void*>(host.data()), buffers_[b],
+                               std::size_t{kWords * 4}, l.handle));
         ASSERT_EQ(host, model_[b]) << "pageable device-to-host copy, op " << tag;
         break;
       }
@@ -320,8 +338,9 @@ class RandomProgram {
         host_calls_.push_back({&host_log_, canonical(lane), tag});
         OpDesc desc;
         desc.kind = OpKind::host_fn;
-        ASSERT_CU_OK(e.enqueue(l.abi, desc, pt ? cu.cuLaunchHostFunc_ptsz : cu.cuLaunchHostFunc, l.handle,
-                               &record_host_call, static_cast<void*>(&host_calls_.back())));
+        ASSERT_CU_OK(e.enqueue(l.abi, desc, pt ? cu.cuLaunchHostFunc_ptsz : cu.cuLaunchHostFunc,
+                               l.handle, &record_host_call,
+                               static_cast<void*>(&host_calls_.back())));
         model_host_[canonical(lane)].push_back(tag);
         break;
       }
@@ -329,9 +348,12 @@ class RandomProgram {
         const std::size_t other = pick_lane();
         const Lane& o = lanes_[other];
         CUevent ev = next_event();
-        ASSERT_CU_OK(e.record_event(l.abi, pt ? cu.cuEventRecord_ptsz : cu.cuEventRecord, ev, l.handle));
-        ASSERT_CU_OK(e.wait_event(o.abi, o.abi == StreamAbi::per_thread ? cu.cuStreamWaitEvent_ptsz : cu.cuStreamWaitEvent,
-                                  o.handle, ev, 0));
+        ASSERT_CU_OK(
+            e.record_event(l.abi, pt ? cu.cuEventRecord_ptsz : cu.cuEventRecord, ev, l.handle));
+        ASSERT_CU_OK(e.wait_event(
+            o.abi,
+            o.abi == StreamAbi::per_thread ? cu.cuStreamWaitEvent_ptsz : cu.cuStreamWaitEvent,
+            o.handle, ev, 0));
         if (pick(3) == 0) {
           ASSERT_CU_OK(e.synchronize_event(cu.cuEventSynchronize, ev));
         }
@@ -339,7 +361,8 @@ class RandomProgram {
       }
       default:
         if (pick(2) == 0) {
-          ASSERT_CU_OK(e.synchronize_stream(l.abi, pt ? cu.cuStreamSynchronize_ptsz : cu.cuStreamSynchronize, l.handle));
+          ASSERT_CU_OK(e.synchronize_stream(
+              l.abi, pt ? cu.cuStreamSynchronize_ptsz : cu.cuStreamSynchronize, l.handle));
         } else {
           ASSERT_CU_OK(e.synchronize_context([&] { return cu.cuCtxSynchronize(); }));
         }
@@ -357,7 +380,8 @@ class RandomProgram {
       const auto expected = model_logs_[lane];
       std::vector<std::uint32_t> log = t_.read(logs_[lane], 1 + expected.size());
       EXPECT_EQ(log[0], expected.size()) << "lane " << lane;
-      EXPECT_EQ(std::vector<std::uint32_t>(log.begin() + 1, log.end()), expected) << "lane " << lane;
+      EXPECT_EQ(std::vector<std::uint32_t>(log.begin() + 1, log.end()), expected)
+          << "lane " << lane;
     }
     std::lock_guard lock(host_log_.mu);
     EXPECT_EQ(host_log_.tags, model_host_);
@@ -446,9 +470,11 @@ TEST_F(FakeEngineTest, ErrorsOfHeldLaunchesSurfaceAtTheNextSync) {
   CUstream s = new_stream(CU_STREAM_NON_BLOCKING);
   CUdeviceptr buffer = new_buffer(64);
   gate->set_open(false);
-  ASSERT_CU_OK(launch_affine(StreamAbi::legacy, s, buffer, 1, 1, 16, /*grid=*/0));  // invalid, but held
+  ASSERT_CU_OK(
+      launch_affine(StreamAbi::legacy, s, buffer, 1, 1, 16, /*grid=*/0));  // invalid, but held
   gate->set_open(true);
-  EXPECT_EQ(engine->synchronize_stream(StreamAbi::legacy, cu->cuStreamSynchronize, s), CUDA_ERROR_INVALID_VALUE);
+  EXPECT_EQ(engine->synchronize_stream(StreamAbi::legacy, cu->cuStreamSynchronize, s),
+            CUDA_ERROR_INVALID_VALUE);
   EXPECT_CU_OK(engine->synchronize_stream(StreamAbi::legacy, cu->cuStreamSynchronize, s));
   // Inline, the driver's answer comes back at once.
   EXPECT_EQ(launch_affine(StreamAbi::legacy, s, buffer, 1, 1, 16, 0), CUDA_ERROR_INVALID_VALUE);
@@ -458,7 +484,8 @@ TEST_F(FakeEngineTest, HeldLaunchesUseTheParametersOfTheirCall) {
   CUstream s = new_stream(0);
   CUdeviceptr buffer = new_buffer(64);
   gate->set_open(false);
-  for (std::uint32_t add = 1; add <= 3; ++add) ASSERT_CU_OK(launch_affine(StreamAbi::legacy, s, buffer, 2, add, 16));
+  for (std::uint32_t add = 1; add <= 3; ++add)
+    ASSERT_CU_OK(launch_affine(StreamAbi::legacy, s, buffer, 2, add, 16));
   gate->set_open(true);
   ASSERT_CU_OK(engine->synchronize_stream(StreamAbi::legacy, cu->cuStreamSynchronize, s));
   // ((0*2+1)*2+2)*2+3 = 11
@@ -489,7 +516,8 @@ TEST_F(FakeEngineTest, CapturedWorkPassesThroughAndItsGraphIsGated) {
   ASSERT_CU_OK(launch_affine(StreamAbi::legacy, s, buffer, 3, 1, 16));  // recorded, not held
   EXPECT_EQ(engine->held_now(), 0u);
   CUgraph graph = nullptr;
-  ASSERT_CU_OK(engine->end_capture(StreamAbi::legacy, s, [&] { return cu->cuStreamEndCapture(s, &graph); }));
+  ASSERT_CU_OK(
+      engine->end_capture(StreamAbi::legacy, s, [&] { return cu->cuStreamEndCapture(s, &graph); }));
   EXPECT_FALSE(engine->capture_active());
   CUgraphExec exec = nullptr;
   ASSERT_CU_OK(cu->cuGraphInstantiateWithFlags(&exec, graph, 0));
@@ -514,8 +542,8 @@ TEST_F(FakeEngineTest, ChunkedCopiesGiveTheSameBytes) {
   for (std::size_t i = 0; i < kWordsTotal; ++i) host[i] = static_cast<std::uint32_t>(i * 7 + 1);
   gate->set_chunk(4096);
   gate->set_open(false);
-  ASSERT_CU_OK(engine->copy_1d(StreamAbi::legacy, cu->cuMemcpyHtoDAsync_v2, device, static_cast<const void*>(host),
-                               kWordsTotal * 4, s));
+  ASSERT_CU_OK(engine->copy_1d(StreamAbi::legacy, cu->cuMemcpyHtoDAsync_v2, device,
+                               static_cast<const void*>(host), kWordsTotal * 4, s));
   ASSERT_CU_OK(launch_affine(StreamAbi::legacy, s, device, 1, 5, kWordsTotal));
   EXPECT_EQ(engine->held_now(), 11u);  // ten chunks and the kernel behind them
   gate->set_open(true);

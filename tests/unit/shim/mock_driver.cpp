@@ -12,7 +12,9 @@ Entry entry(const char* what, CUstream stream, std::uint64_t value = 0, std::uin
   return Entry{what, stream, value, extra, std::this_thread::get_id()};
 }
 
-std::uintptr_t raw(const void* p) { return reinterpret_cast<std::uintptr_t>(p); }
+std::uintptr_t raw(const void* p) {
+  return reinterpret_cast<std::uintptr_t>(p);
+}
 
 // ---- kernels ----
 
@@ -45,21 +47,22 @@ std::uint64_t first_param(void** params, void** extra) {
   return 0;
 }
 
-CUresult launch(CUfunction f, unsigned gx, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
-                CUstream s, void** params, void** extra) {
+CUresult launch(CUfunction f, unsigned gx, unsigned, unsigned, unsigned, unsigned, unsigned,
+                unsigned, CUstream s, void** params, void** extra) {
   MockDriver::current().append(entry("kernel", s, first_param(params, extra), gx));
   return raw(f) == MockDriver::kFailing ? CUDA_ERROR_LAUNCH_FAILED : CUDA_SUCCESS;
 }
 
-CUresult launch_cooperative(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
-                            unsigned bz, unsigned shared, CUstream s, void** params) {
+CUresult launch_cooperative(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+                            unsigned by, unsigned bz, unsigned shared, CUstream s, void** params) {
   return launch(f, gx, gy, gz, bx, by, bz, shared, s, params, nullptr);
 }
 
 CUresult launch_ex(const CUlaunchConfig* config, CUfunction f, void** params, void** extra) {
   std::uint64_t attrs = 0;
   for (unsigned i = 0; i < config->numAttrs; ++i) attrs = attrs * 100 + config->attrs[i].id;
-  MockDriver::current().append(entry("kernel_ex", config->hStream, first_param(params, extra), attrs));
+  MockDriver::current().append(
+      entry("kernel_ex", config->hStream, first_param(params, extra), attrs));
   return raw(f) == MockDriver::kFailing ? CUDA_ERROR_LAUNCH_FAILED : CUDA_SUCCESS;
 }
 
@@ -212,7 +215,9 @@ MockDriver::MockDriver() {
   api.cuThreadExchangeStreamCaptureMode = exchange_capture_mode;
 }
 
-MockDriver::~MockDriver() { g_current = nullptr; }
+MockDriver::~MockDriver() {
+  g_current = nullptr;
+}
 
 MockDriver& MockDriver::current() {
   if (g_current == nullptr) std::abort();

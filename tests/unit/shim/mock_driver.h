@@ -26,9 +26,9 @@ H handle(std::uintptr_t value) {
 }
 
 struct Entry {
-  std::string what;                 // "kernel", "memset", "copy", "record", "wait", "sync", ...
+  std::string what;  // "kernel", "memset", "copy", "record", "wait", "sync", ...
   CUstream stream = nullptr;
-  std::uint64_t value = 0;          // first u32 parameter, memset value, copy offset/bytes, ...
+  std::uint64_t value = 0;  // first u32 parameter, memset value, copy offset/bytes, ...
   std::uint64_t extra = 0;
   std::thread::id thread;
 };
@@ -82,7 +82,8 @@ class MockDriver {
 // A gate the test opens and shuts, optionally only for some streams or kinds.
 class ManualGate final : public Gate {
  public:
-  explicit ManualGate(GateListener& listener, bool open = false) : listener_(listener), open_(open) {}
+  explicit ManualGate(GateListener& listener, bool open = false)
+      : listener_(listener), open_(open) {}
   bool admit(const OpDesc& op) noexcept override {
     admitted_seq_.store(op.seq, std::memory_order_relaxed);
     if (refused_stream_ != nullptr) return op.stream != refused_stream_.load();

@@ -5,10 +5,9 @@
 
 #include <chrono>
 #include <cstring>
+#include <nlohmann/json.hpp>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "real_driver.h"
 #include "sluice/common/hash.h"
@@ -59,7 +58,10 @@ TEST(ModuleImage, FatbinSizeComesFromItsHeader) {
 
 TEST(ModuleImage, ElfSizeCoversHeadersAndSections) {
   std::vector<unsigned char> elf(64, 0);
-  std::memcpy(elf.data(), "\x7f" "ELF", 4);
+  std::memcpy(elf.data(),
+              "\x7f"
+              "ELF",
+              4);
   elf[4] = 2;                            // 64-bit
   put<std::uint64_t>(elf, 0x28, 0x100);  // section headers at 0x100
   put<std::uint16_t>(elf, 0x3A, 0x40);   // of 64 bytes
@@ -106,8 +108,8 @@ TEST(Stats, ShardsOfAllThreadsAddUp) {
   EXPECT_EQ(json["proc_unknown_names"], nlohmann::json::array({"cuFutureThing"}));
   EXPECT_EQ(json["gate"], "open");
   EXPECT_EQ(json["pid"], static_cast<long>(getpid()));
-  for (const char* key : {"memsets", "module_loads", "proc_queries", "deferred_errors", "forced_releases",
-                          "export_table_queries", "ops"}) {
+  for (const char* key : {"memsets", "module_loads", "proc_queries", "deferred_errors",
+                          "forced_releases", "export_table_queries", "ops"}) {
     EXPECT_TRUE(json.contains(key)) << key;
   }
 }
@@ -146,7 +148,8 @@ TEST(HandleMap, FindsWhatItInsertedAndSpillsWhenFull) {
   HandleMap<int> map(16);
   std::vector<int*> values;
   for (std::uintptr_t h = 1; h <= 40; ++h) {
-    values.push_back(map.find_or_insert(reinterpret_cast<void*>(h * 8), [h](int& v) { v = static_cast<int>(h); }));
+    values.push_back(map.find_or_insert(reinterpret_cast<void*>(h * 8),
+                                        [h](int& v) { v = static_cast<int>(h); }));
   }
   for (std::uintptr_t h = 1; h <= 40; ++h) {
     int* found = map.find(reinterpret_cast<void*>(h * 8));

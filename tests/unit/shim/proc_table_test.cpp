@@ -16,16 +16,23 @@ Sym lookup(std::string_view base, int version, bool per_thread) {
 
 TEST(ProcTable, NamesVariantsAsTheDriverDoes) {
   EXPECT_EQ(sym_name(lookup("cuLaunchKernel", 12000, false)), std::string_view("cuLaunchKernel"));
-  EXPECT_EQ(sym_name(lookup("cuLaunchKernel", 12000, true)), std::string_view("cuLaunchKernel_ptsz"));
+  EXPECT_EQ(sym_name(lookup("cuLaunchKernel", 12000, true)),
+            std::string_view("cuLaunchKernel_ptsz"));
   EXPECT_EQ(sym_name(lookup("cuMemAlloc", 2000, false)), std::string_view("cuMemAlloc"));
   EXPECT_EQ(sym_name(lookup("cuMemAlloc", 12000, true)), std::string_view("cuMemAlloc_v2"));
-  EXPECT_EQ(sym_name(lookup("cuMemcpyHtoD", 12000, true)), std::string_view("cuMemcpyHtoD_v2_ptds"));
+  EXPECT_EQ(sym_name(lookup("cuMemcpyHtoD", 12000, true)),
+            std::string_view("cuMemcpyHtoD_v2_ptds"));
   EXPECT_EQ(sym_name(lookup("cuMemcpyHtoD", 12000, false)), std::string_view("cuMemcpyHtoD_v2"));
-  EXPECT_EQ(sym_name(lookup("cuCtxSynchronize", 12080, false)), std::string_view("cuCtxSynchronize"));
-  EXPECT_EQ(sym_name(lookup("cuCtxSynchronize", 13000, true)), std::string_view("cuCtxSynchronize_v2"));
-  EXPECT_EQ(sym_name(lookup("cuStreamBatchMemOp", 12000, true)), std::string_view("cuStreamBatchMemOp_v2_ptsz"));
-  EXPECT_EQ(sym_name(lookup("cuGetProcAddress", 11030, false)), std::string_view("cuGetProcAddress"));
-  EXPECT_EQ(sym_name(lookup("cuGetProcAddress", 12000, false)), std::string_view("cuGetProcAddress_v2"));
+  EXPECT_EQ(sym_name(lookup("cuCtxSynchronize", 12080, false)),
+            std::string_view("cuCtxSynchronize"));
+  EXPECT_EQ(sym_name(lookup("cuCtxSynchronize", 13000, true)),
+            std::string_view("cuCtxSynchronize_v2"));
+  EXPECT_EQ(sym_name(lookup("cuStreamBatchMemOp", 12000, true)),
+            std::string_view("cuStreamBatchMemOp_v2_ptsz"));
+  EXPECT_EQ(sym_name(lookup("cuGetProcAddress", 11030, false)),
+            std::string_view("cuGetProcAddress"));
+  EXPECT_EQ(sym_name(lookup("cuGetProcAddress", 12000, false)),
+            std::string_view("cuGetProcAddress_v2"));
 }
 
 TEST(ProcTable, SaysWhyThereIsNoAnswer) {
@@ -48,7 +55,8 @@ TEST(ProcTable, EveryRowIsTheAnswerAtItsOwnVersion) {
       Sym found{};
       CUdriverProcAddressQueryResult status{};
       ASSERT_TRUE(find_proc(row.base, row.version, row.per_thread, found, status)) << row.base;
-      EXPECT_EQ(sym_name(found), sym_name(s)) << row.base << " " << row.version << " " << row.per_thread;
+      EXPECT_EQ(sym_name(found), sym_name(s))
+          << row.base << " " << row.version << " " << row.per_thread;
     }
   }
   EXPECT_GT(rows, 500u);

@@ -39,7 +39,9 @@ inline constexpr std::array<Treatment, kSymCount> kSymTreatments = {
 #undef SLUICE_SYM
 };
 
-inline const char* sym_name(Sym sym) { return kSymNames[static_cast<std::size_t>(sym)]; }
+inline const char* sym_name(Sym sym) {
+  return kSymNames[static_cast<std::size_t>(sym)];
+}
 
 // True for the _ptsz/_ptds variants, which read stream handle 0 as the per-thread default stream.
 constexpr bool sym_per_thread(Sym sym) {

@@ -1,12 +1,12 @@
 // The deferral engine: per-stream ordered queues for every stream-ordered driver call, behind a
-// pluggable gate. The shim's hooks (shim/preload) are thin wrappers over it; tests drive it directly
-// against a mock driver or the fake driver.
+// pluggable gate. The shim's hooks (shim/preload) are thin wrappers over it; tests drive it
+// directly against a mock driver or the fake driver.
 //
 // What it guarantees
 //  * Per-stream order: a call never reaches the driver before an earlier call on the same stream.
 //  * Legacy default stream: work on the legacy stream goes to the driver after the earlier work of
-//    every blocking stream, and work on a blocking stream after earlier legacy work (the driver then
-//    enforces the barrier itself, because it sees the calls in the application's order).
+//    every blocking stream, and work on a blocking stream after earlier legacy work (the driver
+//    then enforces the barrier itself, because it sees the calls in the application's order).
 //  * Events are virtualized: records and waits of one event reach the driver in call order; a
 //    query of an event whose newest record is held answers CUDA_ERROR_NOT_READY; a wait on it is
 //    held behind the record; synchronize and elapsed-time wait until the record went out.
@@ -75,10 +75,10 @@ using SubmitFn = UniqueFunction<CUresult(CUstream)>;
 // One call of a stream-ordered entry point, as the hooks describe it to the engine.
 struct Call {
   StreamAbi abi = StreamAbi::legacy;
-  CUstream stream = nullptr;     // as the application passed it
-  OpDesc desc;                   // kind, kernel, sizes; the engine fills seq, stream, ctx, device, call_ns
-  CUevent event = nullptr;       // the event an event record or wait refers to
-  bool records_event = false;    // true for records: a later query of `event` depends on it
+  CUstream stream = nullptr;  // as the application passed it
+  OpDesc desc;  // kind, kernel, sizes; the engine fills seq, stream, ctx, device, call_ns
+  CUevent event = nullptr;     // the event an event record or wait refers to
+  bool records_event = false;  // true for records: a later query of `event` depends on it
   FunctionRef<CUresult(CUstream)> submit_now;  // the call with the caller's own arguments
   FunctionRef<SubmitFn()> make_held;           // a call owning deep copies; empty: cannot be held
 };
@@ -147,8 +147,8 @@ class Engine final : public GateListener, public KernelCatalog {
   CUresult batch_mem_op(StreamAbi abi, decltype(DriverApi::cuStreamBatchMemOp) fn, CUstream stream,
                         unsigned count, CUstreamBatchMemOpParams* ops, unsigned flags);
 
-  // Waits until the held work `stream` must follow went out, then runs `call` inline (stream-ordered
-  // allocation; unmanaged stream-ordered entry points).
+  // Waits until the held work `stream` must follow went out, then runs `call` inline
+  // (stream-ordered allocation; unmanaged stream-ordered entry points).
   CUresult run_ordered(StreamAbi abi, CUstream stream, FunctionRef<CUresult()> call);
 
   // ---- events ----------------------------------------------------------------------------------
@@ -175,7 +175,9 @@ class Engine final : public GateListener, public KernelCatalog {
   // ---- capture ---------------------------------------------------------------------------------
   CUresult begin_capture(StreamAbi abi, CUstream stream, FunctionRef<CUresult()> call);
   CUresult end_capture(StreamAbi abi, CUstream stream, FunctionRef<CUresult()> call);
-  bool capture_active() const noexcept { return capture_active_.load(std::memory_order_acquire) > 0; }
+  bool capture_active() const noexcept {
+    return capture_active_.load(std::memory_order_acquire) > 0;
+  }
 
   // ---- sync points -----------------------------------------------------------------------------
   // Waits until every call held now went to the driver (as the gate allows).
@@ -205,7 +207,8 @@ class Engine final : public GateListener, public KernelCatalog {
   bool quiet(const Route& route, const EventState* event) const noexcept;
   std::int32_t device_of(const Route& route);
   CUresult submit_inline(Gate& gate, const OpDesc& desc, const Call& call);
-  CUresult submit_waiting(const Route& route, EventState* event, const OpDesc& desc, const Call& call);
+  CUresult submit_waiting(const Route& route, EventState* event, const OpDesc& desc,
+                          const Call& call);
   CUresult hold(StreamState& state, EventState* event, const OpDesc& desc, SubmitFn submit,
                 const Call& call);
   void collect_dependencies(const Route& route, EventState* event, HeldOp& op);
@@ -227,7 +230,8 @@ class Engine final : public GateListener, public KernelCatalog {
   template <typename Copy>
   bool holdable_copy(const Copy& copy) const noexcept;
   template <typename Copy, typename Fn>
-  CUresult copy_struct(StreamAbi abi, Fn fn, const Copy* copy, std::uint64_t bytes, CUstream stream);
+  CUresult copy_struct(StreamAbi abi, Fn fn, const Copy* copy, std::uint64_t bytes,
+                       CUstream stream);
   const ParamLayout* param_layout(CUfunction func);
   CUresult take_deferred_error(StreamState* state) noexcept;
 
@@ -238,10 +242,12 @@ class Engine final : public GateListener, public KernelCatalog {
   Stats stats_;
   std::atomic<std::uint64_t> seq_{0};
   std::atomic<int> capture_active_{0};
-  std::unique_ptr<EngineData> data_;  // queues, events, kernels, release thread (core/engine_data.h)
+  std::unique_ptr<EngineData>
+      data_;  // queues, events, kernels, release thread (core/engine_data.h)
 };
 
-// ---- template members ----------------------------------------------------------------------------
+// ---- template members
+// ----------------------------------------------------------------------------
 
 namespace detail {
 // Index of the first CUstream in a parameter list (the stream a driver call is ordered on).
@@ -254,8 +260,12 @@ constexpr std::size_t stream_index() {
   return sizeof...(P);
 }
 
-inline CUdeviceptr advance(CUdeviceptr p, std::size_t offset) { return p + offset; }
-inline void* advance(void* p, std::size_t offset) { return static_cast<char*>(p) + offset; }
+inline CUdeviceptr advance(CUdeviceptr p, std::size_t offset) {
+  return p + offset;
+}
+inline void* advance(void* p, std::size_t offset) {
+  return static_cast<char*>(p) + offset;
+}
 inline const void* advance(const void* p, std::size_t offset) {
   return static_cast<const char*>(p) + offset;
 }
@@ -301,7 +311,8 @@ CUresult Engine::copy_1d(StreamAbi abi, CUresult (*fn)(Dst, Src, std::size_t, CU
   if (chunk == 0 || bytes <= chunk || capture_active()) return piece(0, bytes);
   stats_.count_chunked_copy();
   for (std::size_t offset = 0; offset < bytes; offset += chunk) {
-    CUresult result = piece(offset, static_cast<std::size_t>(std::min<std::uint64_t>(chunk, bytes - offset)));
+    CUresult result =
+        piece(offset, static_cast<std::size_t>(std::min<std::uint64_t>(chunk, bytes - offset)));
     if (result != CUDA_SUCCESS) return result;
   }
   return CUDA_SUCCESS;

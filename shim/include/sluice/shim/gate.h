@@ -7,7 +7,8 @@
 // Thread rules:
 //  * admit(), on_submit() and on_hold() are called on application threads and on sluice's release
 //    thread, concurrently, with no sluice lock held. They must be cheap and must never block.
-//  * A gate whose answer may have changed calls Engine::gate_changed() (any thread, any time) so the
+//  * A gate whose answer may have changed calls Engine::gate_changed() (any thread, any time) so
+//  the
 //    engine re-examines held work.
 #pragma once
 
@@ -43,18 +44,18 @@ inline bool op_uses_gpu(OpKind kind) {
 
 // What the gate and the daemon learn about one operation. Filled on the launching thread.
 struct OpDesc {
-  std::uint64_t seq = 0;       // per-process, increasing in submission-call order
-  CUstream stream = nullptr;   // as the application named it; CU_STREAM_LEGACY for the legacy stream
-  CUcontext ctx = nullptr;     // current context at the call (filled only for held work)
-  std::int32_t device = -1;    // device ordinal of the stream's context, -1 when not known yet
+  std::uint64_t seq = 0;      // per-process, increasing in submission-call order
+  CUstream stream = nullptr;  // as the application named it; CU_STREAM_LEGACY for the legacy stream
+  CUcontext ctx = nullptr;    // current context at the call (filled only for held work)
+  std::int32_t device = -1;   // device ordinal of the stream's context, -1 when not known yet
   OpKind kind = OpKind::kernel;
   bool cooperative = false;
-  CUfunction func = nullptr;   // kernels only; may be a CUkernel handle
+  CUfunction func = nullptr;  // kernels only; may be a CUkernel handle
   std::uint32_t grid[3] = {0, 0, 0};
   std::uint32_t block[3] = {0, 0, 0};
   std::uint32_t shared_mem = 0;
-  std::uint64_t bytes = 0;     // copies and memsets
-  std::uint64_t call_ns = 0;   // monotonic time of the application's call
+  std::uint64_t bytes = 0;    // copies and memsets
+  std::uint64_t call_ns = 0;  // monotonic time of the application's call
 };
 
 // What the engine knows about a kernel: a stable identity (module hash and name) that the shim and

@@ -19,10 +19,10 @@ namespace sluice::shim {
 struct Stats;
 
 struct GateEnvironment {
-  GateListener& listener;    // call gate_changed() when held work may now be admitted
-  KernelCatalog& catalog;    // kernel identity (module hash + name) for launch descriptors
-  const DriverApi& driver;   // the real driver, for the gate's own events and memory operations
-  Stats& stats;              // the shim's counters, reported to the daemon
+  GateListener& listener;   // call gate_changed() when held work may now be admitted
+  KernelCatalog& catalog;   // kernel identity (module hash + name) for launch descriptors
+  const DriverApi& driver;  // the real driver, for the gate's own events and memory operations
+  Stats& stats;             // the shim's counters, reported to the daemon
 };
 
 // Connects to sluiced and returns a gate that follows its decisions. When the daemon cannot be

@@ -25,7 +25,8 @@ class HandleMap {
   T* find(const void* handle) const noexcept {
     const auto key = reinterpret_cast<std::uintptr_t>(handle);
     if (key == 0) return nullptr;
-    for (std::size_t i = index_of(key), probes = 0; probes <= mask_; i = (i + 1) & mask_, ++probes) {
+    for (std::size_t i = index_of(key), probes = 0; probes <= mask_;
+         i = (i + 1) & mask_, ++probes) {
       std::uintptr_t seen = slots_[i].key.load(std::memory_order_acquire);
       if (seen == key) return slots_[i].value.load(std::memory_order_relaxed);
       if (seen == 0) break;
@@ -42,7 +43,8 @@ class HandleMap {
     if (T* existing = find(handle)) return existing;
     const auto key = reinterpret_cast<std::uintptr_t>(handle);
     std::lock_guard lock(insert_mu_);
-    for (std::size_t i = index_of(key), probes = 0; probes <= mask_; i = (i + 1) & mask_, ++probes) {
+    for (std::size_t i = index_of(key), probes = 0; probes <= mask_;
+         i = (i + 1) & mask_, ++probes) {
       std::uintptr_t seen = slots_[i].key.load(std::memory_order_relaxed);
       if (seen == key) return slots_[i].value.load(std::memory_order_relaxed);
       if (seen == 0) {
@@ -83,9 +85,9 @@ class HandleMap {
 
   std::unique_ptr<Slot[]> slots_;
   std::size_t mask_;
-  std::size_t used_ = 0;                    // guarded by insert_mu_
+  std::size_t used_ = 0;  // guarded by insert_mu_
   mutable std::mutex insert_mu_;
-  std::deque<T> storage_;                   // stable addresses; guarded by insert_mu_
+  std::deque<T> storage_;                            // stable addresses; guarded by insert_mu_
   std::unordered_map<std::uintptr_t, T*> overflow_;  // guarded by insert_mu_
   std::atomic<bool> overflowed_{false};
 };

@@ -41,9 +41,10 @@ struct StatsSnapshot {
   std::array<std::uint64_t, kOpKinds> inline_ops{};  // submitted on the caller's thread
   std::array<std::uint64_t, kOpKinds> held_ops{};    // queued, submitted later
   std::array<std::uint64_t, kOpKinds> failed_ops{};  // the driver refused the submission
-  std::uint64_t waited_ops = 0;       // not queueable: the caller waited for admission
-  std::uint64_t forced_releases = 0;  // held past the hold limit and released regardless of the gate
-  std::uint64_t sync_waits = 0;       // sync points that had to wait for held work
+  std::uint64_t waited_ops = 0;  // not queueable: the caller waited for admission
+  std::uint64_t forced_releases =
+      0;                         // held past the hold limit and released regardless of the gate
+  std::uint64_t sync_waits = 0;  // sync points that had to wait for held work
   std::uint64_t deferred_errors = 0;  // held operations the driver refused (reported at a sync)
   std::uint64_t chunked_copies = 0;   // copies split into gated chunks
   std::uint64_t module_loads = 0;     // cuModuleLoad*, cuLibraryLoad*
@@ -102,7 +103,8 @@ class Stats {
     c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
   Shard& shard() noexcept {
-    if (detail::t_shard_cache.owner == id_) return *static_cast<Shard*>(detail::t_shard_cache.shard);
+    if (detail::t_shard_cache.owner == id_)
+      return *static_cast<Shard*>(detail::t_shard_cache.shard);
     return shard_slow();
   }
   Shard& shard_slow() noexcept;
