@@ -39,6 +39,7 @@ constexpr std::uint64_t kRtSampleEvery = 64;
 // Counts forks in this process's ancestry. A gate made before a fork is dead in the child (its
 // segment belongs to the parent and its thread did not survive); the shim makes the child a new one.
 std::atomic<std::uint32_t> fork_generation{0};
+std::atomic<std::uint64_t> next_gate_id{1};
 std::once_flag atfork_once;
 
 enum class LinkState : std::uint8_t { connected, passthrough, waiting };
@@ -66,7 +67,7 @@ void atomic_sub_floor(std::atomic<std::uint64_t>& target, std::uint64_t value) {
 
 // What admit() reserved for an operation, until on_submit() on the same thread settles it.
 struct Reservation {
-  const void* owner = nullptr;
+  std::uint64_t owner = 0;  // the gate's id (never its address, which a later gate may reuse)
   std::uint64_t seq = 0;
   std::uint64_t predicted_ns = 0;
 };
@@ -135,7 +136,7 @@ class DaemonGate final : public ClientGate {
       bool fits = current + predicted <= grant || (current == 0 && gate.solo.load(std::memory_order_acquire));
       if (!fits) return false;
     } while (!inflight.compare_exchange_weak(current, current + predicted, std::memory_order_acq_rel));
-    tls_reservation = Reservation{this, op.seq, predicted};
+    tls_reservation = Reservation{id_, op.seq, predicted};
     return true;
   }
 
@@ -164,17 +165,17 @@ class DaemonGate final : public ClientGate {
     Connection* c = conn_.load(std::memory_order_acquire);
     bool connected = c != nullptr && link_.load(std::memory_order_relaxed) == LinkState::connected;
     if (result != CUDA_SUCCESS || !connected) {
-      if (reserved.owner != nullptr) atomic_sub_floor(dev.inflight_ns, reserved.predicted_ns);
+      if (reserved.owner != 0) atomic_sub_floor(dev.inflight_ns, reserved.predicted_ns);
       if (connected && was_held) push_submitted(*c, op, device);  // refused by the driver: no longer waiting
       return;
     }
     dev.used.store(true, std::memory_order_relaxed);
     std::uint64_t identity = 0, work = 0;
-    std::uint64_t predicted = reserved.owner != nullptr ? reserved.predicted_ns : predict(op, identity, work);
+    std::uint64_t predicted = reserved.owner != 0 ? reserved.predicted_ns : predict(op, identity, work);
     if (tracker_.submitted(op, predicted, marker_of(device))) {
-      if (reserved.owner == nullptr) dev.inflight_ns.fetch_add(predicted, std::memory_order_release);
+      if (reserved.owner == 0) dev.inflight_ns.fetch_add(predicted, std::memory_order_release);
       dev.submitted_ns.fetch_add(predicted, std::memory_order_relaxed);
-    } else if (reserved.owner != nullptr) {
+    } else if (reserved.owner != 0) {
       atomic_sub_floor(dev.inflight_ns, predicted);  // untrackable: counted as complete
     }
     atomic_max(dev.newest_seq, op.seq);
@@ -299,7 +300,7 @@ class DaemonGate final : public ClientGate {
   // operation on the thread that asked).
   Reservation take_reservation(const OpDesc& op) noexcept {
     Reservation& r = tls_reservation;
-    if (r.owner != this || r.seq != op.seq) return {};
+    if (r.owner != id_ || r.seq != op.seq) return {};
     Reservation taken = r;
     r = Reservation{};
     return taken;
@@ -583,6 +584,7 @@ class DaemonGate final : public ClientGate {
   const shim::GateEnvironment env_;
   const ClientOptions options_;
   const std::uint32_t generation_ = fork_generation.load();
+  const std::uint64_t id_ = next_gate_id.fetch_add(1);
   CompletionTracker tracker_;
 
   std::atomic<LinkState> link_{LinkState::passthrough};

@@ -6,9 +6,13 @@ namespace sluice::sched {
 
 namespace {
 
+// Thread-local caches name their tracker by id, never by address: a tracker made after another
+// one was destroyed may get its address.
+std::atomic<std::uint64_t> next_tracker_id{1};
+
 // The last track a thread used, so that the submitting path rarely takes tracks_mu_.
 struct TrackCache {
-  const void* owner = nullptr;
+  std::uint64_t owner = 0;
   CUstream stream = nullptr;
   CUcontext ctx = nullptr;
   void* track = nullptr;
@@ -17,7 +21,7 @@ thread_local TrackCache tls_track;
 
 // The sample begun by before_submit on this thread, finished by on_submit.
 struct PendingSample {
-  const void* owner = nullptr;
+  std::uint64_t owner = 0;
   std::uint64_t seq = 0;
   CUevent start = nullptr;
   CUcontext ctx = nullptr;
@@ -27,7 +31,8 @@ thread_local PendingSample tls_sample;
 
 }  // namespace
 
-CompletionTracker::CompletionTracker(const shim::DriverApi& driver) : driver_(driver) {}
+CompletionTracker::CompletionTracker(const shim::DriverApi& driver)
+    : driver_(driver), id_(next_tracker_id.fetch_add(1)) {}
 
 // Events are not destroyed: the tracker lives until the process exits, when the driver may already
 // be tearing down its contexts.
@@ -41,7 +46,7 @@ CUcontext CompletionTracker::current_context() const {
 
 CompletionTracker::Track* CompletionTracker::track_for(CUstream stream, CUcontext ctx, int device) {
   TrackCache& cache = tls_track;
-  if (cache.owner == this && cache.stream == stream && cache.ctx == ctx) return static_cast<Track*>(cache.track);
+  if (cache.owner == id_ && cache.stream == stream && cache.ctx == ctx) return static_cast<Track*>(cache.track);
   std::lock_guard lock(tracks_mu_);
   auto& candidates = tracks_[stream];
   Track* found = nullptr;
@@ -58,7 +63,7 @@ CompletionTracker::Track* CompletionTracker::track_for(CUstream stream, CUcontex
     candidates.push_back(std::move(track));
     all_tracks_.push_back(found);
   }
-  cache = TrackCache{this, stream, ctx, found};
+  cache = TrackCache{id_, stream, ctx, found};
   return found;
 }
 
@@ -126,12 +131,12 @@ void CompletionTracker::begin_sample(const shim::OpDesc& op, std::uint64_t ident
     return;
   }
   PendingSample& pending = tls_sample;
-  if (pending.owner == this && pending.start != nullptr) {
+  if (pending.owner == id_ && pending.start != nullptr) {
     // A sample begun without on_submit (the engine never submitted it): recycle its event.
     give_event(pending.ctx, pending.start, true);
     samples_in_flight_.fetch_sub(1, std::memory_order_relaxed);
   }
-  pending = PendingSample{this, op.seq, start, ctx, {}};
+  pending = PendingSample{id_, op.seq, start, ctx, {}};
   pending.message.type = static_cast<std::uint16_t>(protocol::MsgType::sample);
   pending.message.kind = kind;
   pending.message.device = static_cast<std::int16_t>(device_index(op.device));
@@ -143,7 +148,7 @@ void CompletionTracker::begin_sample(const shim::OpDesc& op, std::uint64_t ident
 
 void CompletionTracker::end_sample(const shim::OpDesc& op, bool submitted_ok) {
   PendingSample& pending = tls_sample;
-  if (pending.owner != this || pending.seq != op.seq || pending.start == nullptr) return;
+  if (pending.owner != id_ || pending.seq != op.seq || pending.start == nullptr) return;
   Sample sample;
   sample.start = pending.start;
   sample.ctx = pending.ctx;

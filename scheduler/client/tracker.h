@@ -93,6 +93,7 @@ class CompletionTracker {
   CUcontext current_context() const;
 
   const shim::DriverApi& driver_;
+  const std::uint64_t id_;  // names this tracker in thread-local caches
   std::mutex tracks_mu_;
   std::unordered_map<CUstream, std::vector<std::unique_ptr<Track>>> tracks_;  // guarded by tracks_mu_
   std::vector<Track*> all_tracks_;  // guarded by tracks_mu_; entries live as long as the tracker

@@ -53,7 +53,9 @@ class RingWriter {
     std::memcpy(slot.bytes, message, size);
     if (size < sizeof(Slot)) std::memset(slot.bytes + size, 0, sizeof(Slot) - size);
     ++head_;
-    detail::index_ref(control_->head).store(head_, std::memory_order_release);
+    // seq_cst: pairs with prepare_wait() so that either the consumer sees this slot or we see it
+    // asleep (should_ring()).
+    detail::index_ref(control_->head).store(head_, std::memory_order_seq_cst);
     return RingResult::ok;
   }
 
@@ -65,8 +67,7 @@ class RingWriter {
 
   // After one or more pushes: true when the consumer sleeps and its doorbell must be rung.
   bool should_ring() const noexcept {
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    return detail::flag_ref(control_->consumer_waiting).load(std::memory_order_relaxed) != 0;
+    return detail::flag_ref(control_->consumer_waiting).load(std::memory_order_seq_cst) != 0;
   }
 
   // Slots free right now (0 when the ring looks corrupt).
@@ -134,9 +135,8 @@ class RingReader {
   // Announces that the consumer is about to sleep. Returns false (and withdraws the announcement)
   // when a message arrived meanwhile, in which case the consumer must not sleep.
   bool prepare_wait() noexcept {
-    detail::flag_ref(control_->consumer_waiting).store(1, std::memory_order_relaxed);
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    std::uint64_t head = detail::index_ref(control_->head).load(std::memory_order_relaxed);
+    detail::flag_ref(control_->consumer_waiting).store(1, std::memory_order_seq_cst);
+    std::uint64_t head = detail::index_ref(control_->head).load(std::memory_order_seq_cst);
     if (head != tail_) {
       finish_wait();
       return false;
