@@ -58,7 +58,7 @@ struct StatsSnapshot {
   std::uint64_t of(OpKind kind) const noexcept;  // inline + held + waited ops of one kind
 };
 
-class Stats {
+struct Stats {  // a struct: gate_factory.h declares it so
  public:
   Stats();
   Stats(const Stats&) = delete;
