@@ -95,6 +95,12 @@ CUresult on_object(Driver& drv, const void* handle, HandleKind kind, CUresult mi
   FAKE_ENTRY_WITH_ZERO_STREAM(name, ::sluice::fake::DefaultStream::legacy, params, __VA_ARGS__)   \
   FAKE_ENTRY_WITH_ZERO_STREAM(name##_ptsz, ::sluice::fake::DefaultStream::per_thread, params, __VA_ARGS__)
 
+// An entry point whose older ABI version has the same signature and behaviour (cuStreamDestroy
+// and cuStreamDestroy_v2): both names, one body.
+#define FAKE_ENTRY_TWO_ABIS(name, older, params, ...) \
+  FAKE_ENTRY(name, params, __VA_ARGS__)                \
+  FAKE_ENTRY(older, params, __VA_ARGS__)
+
 #define FAKE_SYNC_ENTRY(name, params, ...)                                                       \
   FAKE_ENTRY_WITH_ZERO_STREAM(name, ::sluice::fake::DefaultStream::legacy, params, __VA_ARGS__)   \
   FAKE_ENTRY_WITH_ZERO_STREAM(name##_ptds, ::sluice::fake::DefaultStream::per_thread, params, __VA_ARGS__)

@@ -49,7 +49,7 @@ CUresult synchronize_context(Driver& drv, CUcontext handle) {
 
 using namespace sluice::fake;
 
-FAKE_ENTRY(cuCtxCreate_v2, (CUcontext * pctx, unsigned int flags, CUdevice dev),
+FAKE_ENTRY_TWO_ABIS(cuCtxCreate_v2, cuCtxCreate, (CUcontext * pctx, unsigned int flags, CUdevice dev),
            { return create_user_context(drv, pctx, flags, dev); })
 
 FAKE_ENTRY(cuCtxCreate_v3, (CUcontext * pctx, CUexecAffinityParam* paramsArray, int numParams, unsigned int flags, CUdevice dev), {
@@ -64,7 +64,7 @@ FAKE_ENTRY(cuCtxCreate_v4, (CUcontext * pctx, CUctxCreateParams* ctxCreateParams
   return create_user_context(drv, pctx, flags, dev);
 })
 
-FAKE_ENTRY(cuCtxDestroy_v2, (CUcontext ctx), {
+FAKE_ENTRY_TWO_ABIS(cuCtxDestroy_v2, cuCtxDestroy, (CUcontext ctx), {
   std::unique_lock lock(drv.mu);
   Context* object = lookup<Context>(drv, ctx, HandleKind::context);
   if (object == nullptr || object->primary || object->green != nullptr) return CUDA_ERROR_INVALID_CONTEXT;
@@ -74,7 +74,7 @@ FAKE_ENTRY(cuCtxDestroy_v2, (CUcontext ctx), {
   return CUDA_SUCCESS;
 })
 
-FAKE_ENTRY(cuCtxPushCurrent_v2, (CUcontext ctx), {
+FAKE_ENTRY_TWO_ABIS(cuCtxPushCurrent_v2, cuCtxPushCurrent, (CUcontext ctx), {
   std::lock_guard lock(drv.mu);
   Context* object = lookup<Context>(drv, ctx, HandleKind::context);
   if (object == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
@@ -82,7 +82,7 @@ FAKE_ENTRY(cuCtxPushCurrent_v2, (CUcontext ctx), {
   return CUDA_SUCCESS;
 })
 
-FAKE_ENTRY(cuCtxPopCurrent_v2, (CUcontext * pctx), {
+FAKE_ENTRY_TWO_ABIS(cuCtxPopCurrent_v2, cuCtxPopCurrent, (CUcontext * pctx), {
   std::lock_guard lock(drv.mu);
   auto& stack = thread_state(drv).stack;
   if (stack.empty()) return CUDA_ERROR_INVALID_CONTEXT;

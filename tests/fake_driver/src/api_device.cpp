@@ -296,7 +296,7 @@ FAKE_ENTRY(cuDevicePrimaryCtxRetain, (CUcontext * pctx, CUdevice dev), {
   return CUDA_SUCCESS;
 })
 
-FAKE_ENTRY(cuDevicePrimaryCtxRelease_v2, (CUdevice dev), {
+FAKE_ENTRY_TWO_ABIS(cuDevicePrimaryCtxRelease_v2, cuDevicePrimaryCtxRelease, (CUdevice dev), {
   Device* device = nullptr;
   if (CUresult status = device_from_ordinal(drv, dev, device)) return status;
   std::unique_lock lock(drv.mu);
@@ -305,7 +305,7 @@ FAKE_ENTRY(cuDevicePrimaryCtxRelease_v2, (CUdevice dev), {
   return CUDA_SUCCESS;
 })
 
-FAKE_ENTRY(cuDevicePrimaryCtxReset_v2, (CUdevice dev), {
+FAKE_ENTRY_TWO_ABIS(cuDevicePrimaryCtxReset_v2, cuDevicePrimaryCtxReset, (CUdevice dev), {
   Device* device = nullptr;
   if (CUresult status = device_from_ordinal(drv, dev, device)) return status;
   std::unique_lock lock(drv.mu);
@@ -316,7 +316,7 @@ FAKE_ENTRY(cuDevicePrimaryCtxReset_v2, (CUdevice dev), {
   return CUDA_SUCCESS;
 })
 
-FAKE_ENTRY(cuDevicePrimaryCtxSetFlags_v2, (CUdevice dev, unsigned int flags), {
+FAKE_ENTRY_TWO_ABIS(cuDevicePrimaryCtxSetFlags_v2, cuDevicePrimaryCtxSetFlags, (CUdevice dev, unsigned int flags), {
   Device* device = nullptr;
   if (CUresult status = device_from_ordinal(drv, dev, device)) return status;
   if ((flags & ~static_cast<unsigned>(CU_CTX_FLAGS_MASK)) != 0) return CUDA_ERROR_INVALID_VALUE;

@@ -131,7 +131,7 @@ FAKE_ENTRY(cuEventCreate, (CUevent * phEvent, unsigned int Flags), {
   return CUDA_SUCCESS;
 })
 
-FAKE_ENTRY(cuEventDestroy_v2, (CUevent hEvent), {
+FAKE_ENTRY_TWO_ABIS(cuEventDestroy_v2, cuEventDestroy, (CUevent hEvent), {
   std::lock_guard lock(drv.mu);
   Event* event = lookup<Event>(drv, hEvent, HandleKind::event);
   if (event == nullptr) return CUDA_ERROR_INVALID_HANDLE;

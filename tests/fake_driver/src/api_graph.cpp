@@ -59,7 +59,7 @@ FAKE_ENTRY(cuGraphInstantiateWithFlags, (CUgraphExec * phGraphExec, CUgraph hGra
   return instantiate(drv, phGraphExec, hGraph);
 })
 
-FAKE_ENTRY(cuGraphInstantiate_v2, (CUgraphExec * phGraphExec, CUgraph hGraph, CUgraphNode* phErrorNode, char* logBuffer, size_t bufferSize), {
+FAKE_ENTRY_TWO_ABIS(cuGraphInstantiate_v2, cuGraphInstantiate, (CUgraphExec * phGraphExec, CUgraph hGraph, CUgraphNode* phErrorNode, char* logBuffer, size_t bufferSize), {
   std::lock_guard lock(drv.mu);
   if (phErrorNode != nullptr) *phErrorNode = nullptr;
   if (logBuffer != nullptr && bufferSize > 0) logBuffer[0] = '\0';

@@ -138,6 +138,7 @@ CUresult launch(Driver& drv, StreamArg arg, const LaunchRequest& r) {
       if (kernel.blocks() > resident) return CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE;
     }
     if (CUresult status = copy_params(*target.desc, r, kernel.params)) return status;
+    if (target.desc->killable) kernel.kill_flag = kill_flag_address(drv, target);
     Event* completion = nullptr;
     if (r.completion_event != nullptr) {
       completion = lookup<Event>(drv, r.completion_event, HandleKind::event);

@@ -274,7 +274,7 @@ FAKE_ENTRY(cuMemHostGetFlags, (unsigned int* pFlags, void* p), {
   return CUDA_SUCCESS;
 })
 
-FAKE_ENTRY(cuMemHostRegister_v2, (void* p, size_t bytesize, unsigned int Flags), {
+FAKE_ENTRY_TWO_ABIS(cuMemHostRegister_v2, cuMemHostRegister, (void* p, size_t bytesize, unsigned int Flags), {
   constexpr unsigned kValid = CU_MEMHOSTREGISTER_PORTABLE | CU_MEMHOSTREGISTER_DEVICEMAP | CU_MEMHOSTREGISTER_IOMEMORY |
                               CU_MEMHOSTREGISTER_READ_ONLY;
   if (p == nullptr || bytesize == 0 || (Flags & ~kValid) != 0) return CUDA_ERROR_INVALID_VALUE;
@@ -356,7 +356,7 @@ FAKE_ENTRY(cuIpcGetMemHandle, (CUipcMemHandle * pHandle, CUdeviceptr dptr), {
   return CUDA_SUCCESS;
 })
 
-FAKE_ENTRY(cuIpcOpenMemHandle_v2, (CUdeviceptr * pdptr, CUipcMemHandle handle, unsigned int Flags), {
+FAKE_ENTRY_TWO_ABIS(cuIpcOpenMemHandle_v2, cuIpcOpenMemHandle, (CUdeviceptr * pdptr, CUipcMemHandle handle, unsigned int Flags), {
   if (pdptr == nullptr || (Flags & ~static_cast<unsigned>(CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS)) != 0) return CUDA_ERROR_INVALID_VALUE;
   IpcMemHandle ipc{};
   std::memcpy(&ipc, handle.reserved, sizeof(ipc));

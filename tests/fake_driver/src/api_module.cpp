@@ -212,14 +212,24 @@ CUresult resolve_launch_target(Driver& drv, CUfunction handle, LaunchTarget& out
   if (auto* function = lookup<Function>(drv, handle, HandleKind::function)) {
     out.desc = function->desc;
     out.attributes = &function->attributes;
+    out.function = function;
     return CUDA_SUCCESS;
   }
   if (auto* kernel = lookup<Kernel>(drv, handle, HandleKind::kernel)) {
     out.desc = kernel->desc;
     out.attributes = &kernel->attributes;
+    out.kernel = kernel;
     return CUDA_SUCCESS;
   }
   return CUDA_ERROR_INVALID_HANDLE;
+}
+
+std::uintptr_t kill_flag_address(Driver& drv, const LaunchTarget& target) {
+  Module* module = target.function != nullptr ? target.function->module : nullptr;
+  if (target.kernel != nullptr && library_module(drv, *target.kernel->library, module) != CUDA_SUCCESS) return 0;
+  if (module == nullptr) return 0;
+  auto it = module->globals.find("__sluice_kill_flag");
+  return it != module->globals.end() ? it->second.first : 0;
 }
 
 unsigned max_dynamic_shared(const LaunchTarget& target) {

@@ -185,7 +185,7 @@ FAKE_ENTRY(cuStreamCreate, (CUstream * phStream, unsigned int Flags), { return m
 FAKE_ENTRY(cuStreamCreateWithPriority, (CUstream * phStream, unsigned int flags, int priority),
            { return make_stream(drv, phStream, flags, priority); })
 
-FAKE_ENTRY(cuStreamDestroy_v2, (CUstream hStream), {
+FAKE_ENTRY_TWO_ABIS(cuStreamDestroy_v2, cuStreamDestroy, (CUstream hStream), {
   std::lock_guard lock(drv.mu);
   Stream* stream = lookup<Stream>(drv, hStream, HandleKind::stream);
   if (stream == nullptr || stream->destroyed) return CUDA_ERROR_INVALID_HANDLE;

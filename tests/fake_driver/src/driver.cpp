@@ -224,11 +224,8 @@ void tear_down_context(Driver& drv, std::unique_lock<std::mutex>& lock, Context&
   }
   for (Stream* stream : ctx.streams) {
     unregister_handle(drv, stream);
-    if (stream->busy) {
-      stream->destroyed = true;  // the executor deletes it; the queue is empty after the wait
-    } else {
-      delete stream;
-    }
+    ctx.device->executor->forget(*stream);  // everything in it is done after the wait above
+    delete stream;
   }
   ctx.streams.clear();
   ctx.per_thread.clear();

@@ -1,5 +1,6 @@
 #include "effects.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "sluice/common/log.h"
@@ -156,6 +157,48 @@ std::uint64_t kernel_param(const KernelWork& kernel, std::size_t index) {
     std::memcpy(&value, kernel.params.data() + params[index].offset, size);
   }
   return value;
+}
+
+Wave next_wave(Driver& drv, KernelWork& kernel, unsigned sm_count) {
+  const std::uint64_t blocks = kernel.blocks();
+  const std::uint64_t sms = std::max(1u, sm_count);
+  const KernelDesc& desc = *kernel.desc;
+  const std::uint64_t waves = (blocks + sms - 1) / sms;
+  const std::uint64_t wave_ns = desc.op == KernelOp::spin ? kernel_param(kernel, 0) : desc.duration_ns.value_or(0) / waves;
+  const auto record = static_cast<std::uintptr_t>(kernel_param(kernel, desc.params.size() - 1));
+  if (record != 0 && !device_accessible(drv, record, 8 + 4 * ((blocks + 31) / 32))) return {0, CUDA_ERROR_ILLEGAL_ADDRESS};
+  while (kernel.next_block < blocks) {
+    // All blocks of a wave start together: one look at the kill word for the wave.
+    bool kill = false;
+    if (kernel.kill_flag != 0) {
+      if (!device_accessible(drv, kernel.kill_flag, 8)) return {0, CUDA_ERROR_ILLEGAL_ADDRESS};
+      const auto word = static_cast<std::uintptr_t>(__atomic_load_n(at<std::uint64_t>(kernel.kill_flag), __ATOMIC_SEQ_CST));
+      if (word != 0) {
+        if (!device_accessible(drv, word, 4)) return {0, CUDA_ERROR_ILLEGAL_ADDRESS};
+        kill = __atomic_load_n(at<std::uint32_t>(word), __ATOMIC_SEQ_CST) != 0;
+      }
+    }
+    const std::uint64_t end = std::min(blocks, kernel.next_block + sms);
+    std::uint64_t running = 0;
+    for (std::uint64_t block = kernel.next_block; block < end; ++block) {
+      if (record == 0) {  // an untracked launch: every block runs
+        ++running;
+        continue;
+      }
+      auto* done = at<std::uint32_t>(record + 8 + 4 * (block / 32));
+      const std::uint32_t bit = 1u << (block % 32);
+      if ((__atomic_load_n(done, __ATOMIC_SEQ_CST) & bit) != 0) continue;
+      if (kill) {
+        __atomic_store_n(at<std::uint32_t>(record), 1u, __ATOMIC_SEQ_CST);
+        continue;
+      }
+      __atomic_fetch_or(done, bit, __ATOMIC_SEQ_CST);
+      ++running;
+    }
+    kernel.next_block = end;
+    if (running > 0) return {wave_ns, CUDA_SUCCESS};
+  }
+  return {};
 }
 
 CUresult prepare_effect(Driver& drv, const Op& op, EffectPlan& plan) {

@@ -36,6 +36,18 @@ CUresult apply_effect(const Op& op, const EffectPlan& plan);
 // Reads parameter `index` of a kernel's parameter buffer as an unsigned integer (at most 8 bytes).
 std::uint64_t kernel_param(const KernelWork& kernel, std::size_t index);
 
+// Kill-instrumented twins (docs/architecture.md, "Contract: kill instrumentation"). Their grids
+// run wave by wave (a wave is as many blocks as the grid has SMs); at the start of each wave every
+// block does the twin's entry check: a block whose done bit is set skips, a block that reads a
+// non-zero kill word sets `killed` and skips, any other block sets its done bit and runs. Returns
+// the device time of the next wave with a running block (waves where every block skips take no
+// time), 0 when the grid is over, or a fault when the check touches invalid memory.
+struct Wave {
+  std::uint64_t duration_ns = 0;
+  CUresult fault = CUDA_SUCCESS;
+};
+Wave next_wave(Driver& drv, KernelWork& kernel, unsigned sm_count);
+
 // Stream memory operations. The address was checked when the operation was submitted.
 CUresult run_mem_write(Driver& drv, const MemWriteWork& write);
 bool mem_wait_satisfied(const MemWaitWork& wait);

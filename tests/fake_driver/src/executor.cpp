@@ -63,6 +63,26 @@ void count_completed(Driver& drv, const Op& op) {
   }
 }
 
+KernelWork* killable(Op& op) {
+  auto* kernel = std::get_if<KernelWork>(&op.spec.work);
+  return kernel != nullptr && kernel->desc->killable && kernel->inject == CUDA_SUCCESS ? kernel : nullptr;
+}
+
+// Starts the next wave of a kill-instrumented grid whose current wave is over. Returns true when
+// the grid goes on (its end moved), false when it is done.
+bool continue_killable(Driver& drv, Op& op) {
+  KernelWork* kernel = killable(op);
+  if (kernel == nullptr || kernel->next_block >= kernel->blocks()) return false;
+  Wave wave = next_wave(drv, *kernel, op.sms.count());
+  if (wave.fault != CUDA_SUCCESS) {
+    kernel->inject = wave.fault;  // finishes now, as a device fault
+    kernel->inject_sticky = true;
+    return false;
+  }
+  op.end_ns += wave.duration_ns;
+  return wave.duration_ns != 0;
+}
+
 }  // namespace
 
 void complete_op(Driver& drv, Op& op, CUresult result) {
@@ -226,6 +246,11 @@ void Executor::enqueue(Stream& stream, OpPtr op) {
 
 void Executor::wake() { device_.board->ring(); }
 
+void Executor::forget(Stream& stream) {
+  busy_.erase(std::remove(busy_.begin(), busy_.end(), &stream), busy_.end());
+  stream.busy = false;
+}
+
 std::uint64_t Executor::next_deadline() const {
   std::uint64_t deadline = UINT64_MAX;
   for (const OpPtr& op : running_) deadline = std::min(deadline, op->end_ns);
@@ -295,6 +320,10 @@ bool Executor::finish_due(std::unique_lock<std::mutex>& lock) {
   const std::uint64_t now = now_ns();
   std::vector<OpPtr> due;
   for (auto it = running_.begin(); it != running_.end();) {
+    if ((*it)->end_ns <= now && continue_killable(drv_, **it)) {
+      ++it;
+      continue;
+    }
     if ((*it)->end_ns <= now) {
       due.push_back(std::move(*it));
       it = running_.erase(it);
@@ -423,6 +452,10 @@ bool Executor::start_published() {
       op.state = OpState::running;
       op.start_ns = now;
       op.end_ns = now + op.duration_ns;
+      if (killable(op)) {
+        op.end_ns = now;
+        continue_killable(drv_, op);
+      }
       running_.push_back(std::move(*it));
       it = published_.erase(it);
       started = true;

@@ -44,6 +44,8 @@ class Executor {
   void wake();
   // True when no stream of this device has work left.
   bool idle() const { return busy_.empty(); }
+  // Drops `stream` from the streams with work; its operations must all be done.
+  void forget(Stream& stream);
 
  private:
   void ensure_thread();

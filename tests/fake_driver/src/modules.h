@@ -15,9 +15,15 @@ namespace sluice::fake {
 struct LaunchTarget {
   std::shared_ptr<const KernelDesc> desc;
   const std::map<int, int>* attributes = nullptr;
+  Function* function = nullptr;  // null for a CUkernel
+  Kernel* kernel = nullptr;
 };
 
 CUresult resolve_launch_target(Driver& drv, CUfunction handle, LaunchTarget& out);
+
+// The device address of the __sluice_kill_flag global of the module a launch of `target` runs
+// from in the current context (a kill-instrumented twin), or 0.
+std::uintptr_t kill_flag_address(Driver& drv, const LaunchTarget& target);
 
 // The largest dynamic shared memory a launch of `target` may ask for.
 unsigned max_dynamic_shared(const LaunchTarget& target);

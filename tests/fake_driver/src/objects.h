@@ -71,6 +71,10 @@ struct KernelWork {
   bool cooperative = false;
   CUresult inject = CUDA_SUCCESS;  // failure injected at launch (sluice_fake_fail_kernel)
   bool inject_sticky = false;
+  // Kill-instrumented twins (desc->killable): the module's __sluice_kill_flag global, and how far
+  // the grid got (blocks run wave by wave, each checking the kill word at entry).
+  std::uintptr_t kill_flag = 0;
+  std::uint64_t next_block = 0;
 
   std::uint64_t blocks() const {
     return std::uint64_t{grid[0]} * grid[1] * grid[2];

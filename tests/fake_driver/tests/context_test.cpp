@@ -142,5 +142,32 @@ TEST(Context, LimitsAndConfiguration) {
   ASSERT_CU_OK(cuCtxDestroy_v2(ctx));
 }
 
+TEST(Context, DestroyingAContextWaitsForItsWorkAndFreesWhatItOwns) {
+  ASSERT_CU_OK(cuInit(0));
+  CUcontext ctx = nullptr;
+  ASSERT_CU_OK(cuCtxCreate_v2(&ctx, 0, 0));
+  CUmodule module = nullptr;
+  ASSERT_CU_OK(cuModuleLoadData(&module, kTestModule));
+  CUfunction spin = nullptr;
+  ASSERT_CU_OK(cuModuleGetFunction(&spin, module, "spin"));
+  CUstream stream = nullptr;
+  ASSERT_CU_OK(cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING));
+  CUevent event = nullptr;
+  ASSERT_CU_OK(cuEventCreate(&event, CU_EVENT_DEFAULT));
+  CUdeviceptr memory = 0;
+  ASSERT_CU_OK(cuMemAlloc_v2(&memory, 256));
+  std::uint64_t ns = 5'000'000;
+  std::uint32_t tag = 1;
+  void* params[] = {&ns, &tag};
+  ASSERT_CU_OK(cuLaunchKernel(spin, 1, 1, 1, 1, 1, 1, 0, stream, params, nullptr));
+  ASSERT_CU_OK(cuEventRecord(event, stream));
+  ASSERT_CU_OK(cuCtxDestroy_v2(ctx));  // waits for the 5 ms grid
+  EXPECT_EQ(0, sluice_fake_wait_idle(1'000'000));
+  EXPECT_CU(CUDA_ERROR_INVALID_HANDLE, cuEventQuery(event));
+  EXPECT_CU(CUDA_ERROR_INVALID_HANDLE, cuStreamQuery(stream));
+  unsigned type = 0;
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, cuPointerGetAttribute(&type, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, memory));
+}
+
 }  // namespace
 }  // namespace sluice::fake::testing

@@ -42,6 +42,8 @@ TEST(ProcAddress, MapsNameVersionAndFlagsToTheExactVariant) {
       {"cuStreamGetCaptureInfo", 11030, kPerThread, "cuStreamGetCaptureInfo_v2_ptsz", CU_GET_PROC_ADDRESS_SUCCESS},
       {"cuStreamWaitValue32", 12000, kPerThread, "cuStreamWaitValue32_v2_ptsz", CU_GET_PROC_ADDRESS_SUCCESS},
       {"cuCtxSynchronize", 13000, 0, "cuCtxSynchronize_v2", CU_GET_PROC_ADDRESS_SUCCESS},
+      {"cuDevicePrimaryCtxRelease", 7000, 0, "cuDevicePrimaryCtxRelease", CU_GET_PROC_ADDRESS_SUCCESS},  // libcudart 13 asks so
+      {"cuDevicePrimaryCtxRelease", 11000, 0, "cuDevicePrimaryCtxRelease_v2", CU_GET_PROC_ADDRESS_SUCCESS},
       {"cuCtxSynchronize", 12080, kPerThread, "cuCtxSynchronize", CU_GET_PROC_ADDRESS_SUCCESS},  // no per-thread variant
       {"cuEventElapsedTime", 12080, 0, "cuEventElapsedTime_v2", CU_GET_PROC_ADDRESS_SUCCESS},
       {"cuGetProcAddress", 12000, 0, "cuGetProcAddress_v2", CU_GET_PROC_ADDRESS_SUCCESS},
