@@ -331,6 +331,10 @@ void free_device_allocation(Driver& drv, Allocation& allocation) {
 
 void trace_op(Driver& drv, const Op& op) {
   if (!drv.tracing.load(std::memory_order_relaxed)) return;
+  if (drv.trace.size() >= kTraceLimit) {
+    SLUICE_LOG_ONCE(warn, "fake driver: the trace holds {} records; later operations are not traced", kTraceLimit);
+    return;
+  }
   sluice_fake_trace_record record{};
   record.seq = drv.trace.size();
   record.stream_id = op.stream_id;

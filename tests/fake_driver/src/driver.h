@@ -59,6 +59,9 @@ struct IpcMapping {
   int refs = 0;
 };
 
+// The trace stops growing here (about 200 MiB); sluice_fake_trace_clear makes room again.
+inline constexpr std::size_t kTraceLimit = std::size_t{1} << 20;
+
 struct Driver {
   std::mutex mu;
   std::condition_variable changed;

@@ -24,7 +24,7 @@ namespace {
 
 class ClientProcess {
  public:
-  explicit ClientProcess(const std::string& gpu_dir) {
+  explicit ClientProcess(const std::string& gpu_dir, const std::string& extra_env = "") {
     int to_child[2];
     int from_child[2];
     EXPECT_EQ(0, pipe(to_child));
@@ -40,6 +40,7 @@ class ClientProcess {
       if (std::strncmp(*entry, "SLUICE_FAKE_GPU_DIR=", 20) != 0) env_strings.emplace_back(*entry);
     }
     if (!gpu_dir.empty()) env_strings.push_back("SLUICE_FAKE_GPU_DIR=" + gpu_dir);
+    if (!extra_env.empty()) env_strings.push_back(extra_env);
     std::vector<char*> env;
     for (auto& entry : env_strings) env.push_back(entry.data());
     env.push_back(nullptr);
@@ -130,6 +131,34 @@ TEST_F(CrossProcess, ProcessesSharingADeviceWaitForEachOthersGrids) {
   EXPECT_LT(be.ticket, rt.ticket);  // one ticket counter for the device
   EXPECT_GE(rt.start, be.end);
   EXPECT_EQ(150'000'000u, be.end - be.start);
+}
+
+TEST_F(CrossProcess, AGridOfAnotherProcessWaitsBehindADeepQueue) {
+  ClientProcess best_effort(dir_);
+  ClientProcess real_time(dir_);
+  best_effort.call("init");
+  real_time.call("init");
+  constexpr int kQueued = 8;
+  for (int i = 0; i < kQueued; ++i) best_effort.call("spin 20000000 1");  // 8 x 20 ms in one stream
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  real_time.call("spin 1000 1");
+  real_time.call("sync");
+  best_effort.call("sync");
+  const KernelTimes be_last = last_kernel(best_effort);
+  const KernelTimes rt = last_kernel(real_time);
+  // Each queued grid went on the board before its predecessor left it, so the RT grid (a later
+  // ticket) never found the device free until the queue was done.
+  EXPECT_GE(rt.start, be_last.end);
+  EXPECT_LT(be_last.ticket, rt.ticket);
+}
+
+TEST_F(CrossProcess, EveryDriverCallCostsTheConfiguredHostTime) {
+  ClientProcess slow("", "SLUICE_FAKE_LAUNCH_NS=200000");
+  ClientProcess fast("");
+  slow.call("init");
+  fast.call("init");
+  EXPECT_GE(std::stoll(slow.call("time 20")), 200'000);
+  EXPECT_LT(std::stoll(fast.call("time 20")), 200'000);
 }
 
 TEST_F(CrossProcess, PrivateDevicesDoNotWait) {

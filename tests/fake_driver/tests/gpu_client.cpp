@@ -9,7 +9,10 @@
 //   export <value>                4 KiB of device memory filled with <value>: "ok <handle as hex>"
 //   peek                          the first 32-bit word of the exported memory
 //   import <hex>                  open the handle, answer its first word, write word + 1, close
+//   time <n>                      n cuStreamQuery calls: "ok <average ns per call>"
 //   quit
+#include <algorithm>
+#include <chrono>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -126,6 +129,14 @@ std::string run(Client& client, const std::string& line) {
     TRY(cuCtxSynchronize());
     TRY(cuIpcCloseMemHandle(mapped));
     return "ok " + std::to_string(value);
+  }
+  if (command == "time") {
+    int calls = 0;
+    words >> calls;
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < calls; ++i) cuStreamQuery(client.stream);
+    const auto elapsed = std::chrono::steady_clock::now() - start;
+    return "ok " + std::to_string(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count() / std::max(calls, 1));
   }
   return "error unknown command '" + command + "'";
 }
