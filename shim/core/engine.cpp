@@ -227,7 +227,11 @@ CUresult Engine::submit_waiting(const Route& r, EventState* event, const OpDesc&
                                 const Call& call) {
   stats_.count_waited();
   HeldOp probe;
-  collect_dependencies(r, event, probe);
+  {
+    std::unique_lock<std::mutex> event_lock;
+    if (event != nullptr) event_lock = std::unique_lock(event->mu);
+    collect_dependencies(r, event, probe);
+  }
   if (r.state != nullptr)
     probe.deps.push_back({r.state, r.state->enqueued.load(std::memory_order_acquire)});
   wait_until([&] { return dependencies_met(probe); });
@@ -244,8 +248,7 @@ CUresult Engine::submit_waiting(const Route& r, EventState* event, const OpDesc&
 }
 
 // What a call on `r` must follow besides the earlier calls of its own queue: the legacy-stream
-// barrier and the newest held call referring to the same event. The caller holds event->mu when
-// it is about to hold the call.
+// barrier and the newest held call referring to the same event. The caller holds event->mu.
 void Engine::collect_dependencies(const Route& r, EventState* event, HeldOp& op) {
   StreamState& legacy = data_->legacy;
   if (r.state != nullptr && r.state->legacy) {
