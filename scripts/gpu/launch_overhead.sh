@@ -7,6 +7,8 @@
 #
 # BUILD_DIR is a build made on the build machine and copied here (release preset recommended).
 # OUT_JSON defaults to bench/results/shim_gpu_launch_overhead.json. Exits 77 without a GPU.
+# (To check the script itself where there is no GPU: LD_LIBRARY_PATH=BUILD_DIR/fake runs it on the
+# fake driver; those numbers mean nothing.)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -37,6 +39,12 @@ mkdir -p "$(dirname "$out")"
 python3 - "$work" "$out" "$shim" <<'PY'
 import json, statistics, subprocess, sys, pathlib, datetime
 work, out, shim = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3]
+def driver_version():
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return None
 def load(name):
     return [json.loads(line) for line in (work / name).read_text().splitlines() if line.strip()]
 without, with_shim = load("without.jsonl"), load("with.jsonl")
@@ -49,8 +57,7 @@ summary = {
     "what": "launch-bound loop of tiny kernels, same job, without and with LD_PRELOAD=libsluice.so (gate open)",
     "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     "device": without[0]["device"],
-    "driver": subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True).stdout.strip(),
+    "driver": driver_version(),
     "repeats": len(without),
     "without": {k: med(without, k) for k in ("launches_per_s", "p50_us", "p99_us", "mean_us")},
     "with": {k: med(with_shim, k) for k in ("launches_per_s", "p50_us", "p99_us", "mean_us")},
