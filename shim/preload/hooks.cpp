@@ -1,6 +1,11 @@
 // The hooks that are more than a call into the engine: the loader entry points and module images.
 #include "hooks.h"
 
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <span>
 #include <string>
 
 #include "real_driver.h"
@@ -37,6 +42,31 @@ bool match_real_answer(const Runtime& rt, std::string_view base, void* real_addr
   for (const ProcRow& row : proc_rows(base)) {
     if (rt.real.address(row.sym) == real_address) {
       out = row.sym;
+      return true;
+    }
+  }
+  return false;
+}
+
+// True when the driver exports an ABI variant of `base` newer than every one this build's cuda.h
+// knows (cuFoo_v3 where the table stops at cuFoo_v2): the driver may then have chosen it, and a
+// wrapper of an older variant would take the wrong arguments.
+bool driver_knows_newer_variant(const Runtime& rt, std::string_view base) {
+  const std::span<const ProcRow> rows = proc_rows(base);
+  if (rows.empty() || rt.driver_handle == nullptr) return false;
+  int newest = 1;  // the plain name is ABI 1; base_vN is ABI N
+  for (const ProcRow& row : rows) {
+    const std::string_view name = sym_name(row.sym);
+    const std::size_t v = name.rfind("_v");
+    if (v != std::string_view::npos && name.substr(0, v) == base) {
+      newest = std::max(newest, std::atoi(std::string(name.substr(v + 2)).c_str()));
+    }
+  }
+  for (int abi = newest + 1; abi <= newest + 3; ++abi) {
+    const std::string candidate = std::string(base) + "_v" + std::to_string(abi);
+    if (dlsym(rt.driver_handle, candidate.c_str()) != nullptr ||
+        dlsym(rt.driver_handle, (candidate + "_ptsz").c_str()) != nullptr ||
+        dlsym(rt.driver_handle, (candidate + "_ptds").c_str()) != nullptr) {
       return true;
     }
   }
@@ -80,15 +110,16 @@ CUresult get_proc_address(Runtime& rt, const char* symbol, void** pfn, int versi
   Sym sym{};
   CUdriverProcAddressQueryResult table_status = CU_GET_PROC_ADDRESS_SUCCESS;
   if (match_real_answer(rt, base, real_address, sym) ||
-      (find_proc(base, version, per_thread, sym, table_status) &&
-       rt.real.address(sym) != nullptr)) {
+      (find_proc(base, version, per_thread, sym, table_status) && rt.real.address(sym) != nullptr &&
+       !driver_knows_newer_variant(rt, base))) {
     return answer(own_entry_point(sym), real_status, real_result);
   }
-  // A function this build's cuda.h does not know: hand out the driver's own. Counted and named in
-  // the statistics, logged once: nothing bypasses sluice silently.
+  // A function (or an ABI of it) this build's cuda.h does not know: hand out the driver's own.
+  // Counted and named in the statistics, logged once: nothing bypasses sluice silently.
   if (rt.engine->stats().note_unknown_proc(base)) {
     log::warn(
-        "cuGetProcAddress('{}', {}): unknown to sluice's driver table; calls to it bypass sluice",
+        "cuGetProcAddress('{}', {}): sluice's table (the cuda.h of this build) has no wrapper "
+        "for the driver's answer; calls through it bypass sluice",
         base, version);
   }
   return answer(real_address, real_status, real_result);

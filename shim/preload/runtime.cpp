@@ -69,6 +69,7 @@ Runtime* build() {
   LoadedDriver driver = load_real_driver();
   if (driver.handle != nullptr) {
     rt->real.resolve(driver.handle);
+    rt->driver_handle = driver.handle;
     rt->driver_loaded = true;
     rt->driver_path = driver.path;
     log::debug("real driver: {}", driver.path);

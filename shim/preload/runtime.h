@@ -21,7 +21,8 @@
 namespace sluice::shim::preload {
 
 struct Runtime {
-  DriverApi real;  // the real driver's entry points (null where it lacks one)
+  DriverApi real;                 // the real driver's entry points (null where it lacks one)
+  void* driver_handle = nullptr;  // its dlopen handle
   bool driver_loaded = false;
   std::string driver_path;     // where it was loaded from, or
   std::string driver_problem;  // why no driver could be loaded

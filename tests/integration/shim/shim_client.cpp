@@ -46,19 +46,19 @@ int g_failures = 0;
 // macros of cuda.h, so that each one holds the variant this build's cuda.h selects.
 struct Api {
 #define SLUICE_API(name) decltype(&::name) name##_ = nullptr;
-#define SLUICE_API_LIST(X)                                                                         \
-  X(cuInit)                                                                                        \
-  X(cuDeviceGet) X(cuDevicePrimaryCtxRetain) X(cuCtxSetCurrent) X(cuModuleLoadData)                \
-      X(cuModuleGetFunction) X(cuStreamCreate) X(cuStreamDestroy) X(cuMemAlloc) X(cuMemFree)       \
-          X(cuMemAllocHost) X(cuMemFreeHost) X(cuMemsetD32Async) X(cuMemsetD8Async)                \
-              X(cuLaunchKernel) X(cuLaunchKernelEx) X(cuEventCreate) X(cuEventRecord)              \
-                  X(cuStreamWaitEvent) X(cuEventDestroy) X(cuEventSynchronize) X(cuEventQuery)     \
-                      X(cuMemcpyDtoDAsync) X(cuMemcpyHtoDAsync) X(cuMemcpyDtoHAsync)               \
-                          X(cuMemcpyAsync) X(cuMemcpyDtoH) X(cuLaunchHostFunc)                     \
-                              X(cuStreamSynchronize) X(cuStreamQuery) X(cuCtxSynchronize)          \
-                                  X(cuStreamBeginCapture) X(cuStreamEndCapture)                    \
-                                      X(cuGraphInstantiate) X(cuGraphLaunch) X(cuGraphExecDestroy) \
-                                          X(cuGraphDestroy) X(cuModuleUnload)
+#define SLUICE_API_LIST(X)                                                                       \
+  X(cuInit)                                                                                      \
+  X(cuDeviceGet)                                                                                 \
+  X(cuDevicePrimaryCtxRetain) X(cuCtxSetCurrent) X(cuModuleLoadData) X(cuModuleGetFunction)      \
+      X(cuStreamCreate) X(cuStreamDestroy) X(cuMemAlloc) X(cuMemFree) X(cuMemAllocHost)          \
+          X(cuMemFreeHost) X(cuMemsetD32Async) X(cuMemsetD8Async) X(cuLaunchKernel)              \
+              X(cuLaunchKernelEx) X(cuEventCreate) X(cuEventRecord) X(cuStreamWaitEvent)         \
+                  X(cuEventDestroy) X(cuEventSynchronize) X(cuEventQuery) X(cuMemcpyDtoDAsync)   \
+                      X(cuMemcpyHtoDAsync) X(cuMemcpyDtoHAsync) X(cuMemcpyAsync) X(cuMemcpyDtoH) \
+                          X(cuLaunchHostFunc) X(cuStreamSynchronize) X(cuStreamQuery)            \
+                              X(cuCtxSynchronize) X(cuStreamBeginCapture) X(cuStreamEndCapture)  \
+                                  X(cuGraphInstantiate) X(cuGraphLaunch) X(cuGraphExecDestroy)   \
+                                      X(cuGraphDestroy) X(cuModuleUnload)
   SLUICE_API_LIST(SLUICE_API)
 #undef SLUICE_API
 };
