@@ -37,11 +37,7 @@ void Server::Impl::on_control(Session& session, const std::string& frame) {
   } else {
     reply = handle_control(session, request);
   }
-  protocol::set_io_timeout(session.fd.get(), 1000);
-  if (auto sent = protocol::send_frame(session.fd.get(), reply.dump()); !sent) {
-    log::info("control client pid {}: {}", session.peer.pid, sent.error().message);
-    close_session(session.id);
-  }
+  queue_reply(session, reply.dump());
 }
 
 json Server::Impl::handle_control(const Session& session, const json& request) {

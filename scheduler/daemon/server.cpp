@@ -200,6 +200,9 @@ Status Server::Impl::run() {
         case Tag::session: {
           auto it = sessions_.find(id_of(key));
           if (it == sessions_.end()) break;
+          if (flags & EPOLLOUT) flush_outbox(*it->second);
+          it = sessions_.find(id_of(key));
+          if (it == sessions_.end()) break;
           if (flags & EPOLLIN) on_session_readable(*it->second);
           it = sessions_.find(id_of(key));
           if (it != sessions_.end() && (flags & (EPOLLHUP | EPOLLRDHUP | EPOLLERR)) && !(flags & EPOLLIN)) {
@@ -373,6 +376,40 @@ void Server::Impl::on_session_readable(Session& session) {
     }
     if (fill == protocol::FrameReader::Fill::would_block) return;
   }
+}
+
+// Control replies go out as the peer reads them; a peer that lets 16 MiB pile up is dropped. The
+// daemon never blocks on a control client.
+void Server::Impl::queue_reply(Session& session, std::string_view payload) {
+  constexpr std::size_t kMaxOutbox = std::size_t{16} << 20;
+  session.outbox += protocol::encode_frame(payload);
+  if (session.outbox.size() > kMaxOutbox) {
+    log::warn("control client pid {} does not read its replies; closing", session.peer.pid);
+    close_session(session.id);
+    return;
+  }
+  flush_outbox(session);
+}
+
+void Server::Impl::flush_outbox(Session& session) {
+  while (!session.outbox.empty()) {
+    ssize_t n = send(session.fd.get(), session.outbox.data(), session.outbox.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      session.outbox.erase(0, static_cast<std::size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    close_session(session.id);
+    return;
+  }
+  bool want = !session.outbox.empty();
+  if (want == session.want_writable) return;
+  session.want_writable = want;
+  epoll_event event{};
+  event.events = EPOLLIN | EPOLLRDHUP | (want ? EPOLLOUT : 0u);
+  event.data.u64 = key_of(Tag::session, session.id);
+  epoll_ctl(epoll_fd_.get(), EPOLL_CTL_MOD, session.fd.get(), &event);
 }
 
 void Server::Impl::close_session(std::uint32_t id) {

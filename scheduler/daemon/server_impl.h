@@ -78,6 +78,8 @@ struct Session {
   std::uint64_t accepted_ns = 0;
   SessionRole role = SessionRole::hello;
   ClientId client = 0;
+  std::string outbox;         // control replies not yet written (the socket is non-blocking)
+  bool want_writable = false;  // EPOLLOUT is registered
 };
 
 class Server::Impl final : public SchedulerOutput {
@@ -103,6 +105,8 @@ class Server::Impl final : public SchedulerOutput {
   void accept_all();
   void on_session_readable(Session& session);
   void close_session(std::uint32_t id);
+  void queue_reply(Session& session, std::string_view payload);
+  void flush_outbox(Session& session);
   void on_hello(Session& session, const std::string& frame);
   Status admit_shim(Session& session, const protocol::Hello& hello);
   void refuse(Session& session, protocol::WelcomeStatus status, const std::string& reason);

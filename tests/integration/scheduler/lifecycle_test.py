@@ -137,6 +137,18 @@ def test_protocol_misuse_never_hurts_the_daemon(h):
         s.connect(h.socket)
         s.sendall(junk)
         s.close()
+    # A control client that sends many requests before reading any: the replies wait in sluiced's
+    # outbox (more than a socket buffer holds) and all arrive, in order.
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(h.socket)
+    s.sendall(frame(hello()))
+    for i in range(300):
+        s.sendall(frame(json.dumps({"cmd": "policy" if i % 2 else "status"}).encode()))
+    replies = [json.loads(read_frame(s)) for _ in range(300)]
+    expect(all(r["ok"] for r in replies) and "daemon" in replies[0] and "policy" in replies[1],
+           "queued control replies were lost or reordered")
+    s.close()
     control = Control(h.socket)
     bad = control.request("frobnicate")
     expect(not bad["ok"] and bad["code"] == "bad_request", f"unknown command answer: {bad}")

@@ -62,14 +62,20 @@ inline void set_io_timeout(int fd, std::uint64_t timeout_ms) {
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
-// Sends one whole frame, blocking (SO_SNDTIMEO bounds the wait). `fds` ride on the first byte.
-inline Status send_frame(int fd, std::string_view bytes, const int* fds = nullptr, std::size_t nfds = 0) {
-  if (bytes.size() > kMaxFrameBytes) return make_error("frame of {} bytes is too large", bytes.size());
-  if (nfds > kMaxFrameFds) return make_error("{} descriptors in one frame", nfds);
+// One frame as bytes on the wire: the little-endian length, then the payload.
+inline std::string encode_frame(std::string_view bytes) {
   std::string buffer(4 + bytes.size(), '\0');
   auto length = static_cast<std::uint32_t>(bytes.size());
   for (int i = 0; i < 4; ++i) buffer[i] = static_cast<char>((length >> (8 * i)) & 0xff);
   std::memcpy(buffer.data() + 4, bytes.data(), bytes.size());
+  return buffer;
+}
+
+// Sends one whole frame, blocking (SO_SNDTIMEO bounds the wait). `fds` ride on the first byte.
+inline Status send_frame(int fd, std::string_view bytes, const int* fds = nullptr, std::size_t nfds = 0) {
+  if (bytes.size() > kMaxFrameBytes) return make_error("frame of {} bytes is too large", bytes.size());
+  if (nfds > kMaxFrameFds) return make_error("{} descriptors in one frame", nfds);
+  std::string buffer = encode_frame(bytes);
 
   std::size_t sent = 0;
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFrameFds)] = {};
