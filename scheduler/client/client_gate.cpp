@@ -34,7 +34,7 @@ constexpr std::uint64_t kDefaultChunkBytes = 8ull << 20;
 constexpr std::uint64_t kDefaultMarkerNs = 1'000'000;
 constexpr std::uint32_t kMaxSamplesInFlight = 64;
 constexpr std::uint64_t kBeSampleEvery = 16;
-constexpr std::uint64_t kRtSampleEvery = 64;
+constexpr std::uint64_t kRtSampleEvery = 256;
 
 // Counts forks in this process's ancestry. A gate made before a fork is dead in the child (its
 // segment belongs to the parent and its thread did not survive); the shim makes the child a new one.

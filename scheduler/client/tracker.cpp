@@ -90,9 +90,16 @@ void CompletionTracker::give_event(CUcontext ctx, CUevent event, bool timing) {
   (timing ? timing_pool_ : marker_pool_)[ctx].push_back(event);
 }
 
+// A stream the application created names one stream; the legacy and per-thread handles name a
+// different stream in each context, so their tracks are told apart by the current context. Asking
+// the driver for it only then keeps the common launch path free of that call.
+bool CompletionTracker::per_context_handle(CUstream stream) {
+  return stream == nullptr || stream == CU_STREAM_LEGACY || stream == CU_STREAM_PER_THREAD;
+}
+
 bool CompletionTracker::submitted(const shim::OpDesc& op, std::uint64_t predicted_ns, std::uint64_t marker_ns) {
-  CUcontext ctx = op.ctx != nullptr ? op.ctx : current_context();
-  Track* track = track_for(op.stream, ctx, device_index(op.device));
+  CUcontext key = per_context_handle(op.stream) ? (op.ctx != nullptr ? op.ctx : current_context()) : nullptr;
+  Track* track = track_for(op.stream, key, device_index(op.device));
   Marker marker;
   bool need_marker = false;
   {
@@ -105,6 +112,8 @@ bool CompletionTracker::submitted(const shim::OpDesc& op, std::uint64_t predicte
     if (need_marker) track->marked_ns = track->submitted_ns;
   }
   if (!need_marker) return true;
+  CUcontext ctx = key != nullptr ? key : op.ctx != nullptr ? op.ctx : current_context();
+  marker.ctx = ctx;
   marker.event = take_event(ctx, false);
   if (marker.event != nullptr && driver_.cuEventRecord(marker.event, op.stream) == CUDA_SUCCESS) {
     std::lock_guard lock(track->mu);
@@ -161,7 +170,7 @@ void CompletionTracker::end_sample(const shim::OpDesc& op, bool submitted_ok) {
     samples_in_flight_.fetch_sub(1, std::memory_order_relaxed);
     return;
   }
-  Track* track = track_for(op.stream, sample.ctx, device_index(op.device));
+  Track* track = track_for(op.stream, per_context_handle(op.stream) ? sample.ctx : nullptr, device_index(op.device));
   std::lock_guard lock(track->mu);
   track->samples.push_back(sample);
 }
@@ -202,7 +211,7 @@ void CompletionTracker::poll_track(Track& track, Progress& out) {
   pop_completed(track, track.markers, [](const Marker& m) { return m.event; },
                 [&](const Marker& marker, CUresult result) {
                   retire(track, marker.cumulative_ns, marker.cumulative_ops, out);
-                  if (result == CUDA_SUCCESS) give_event(track.ctx, marker.event, false);
+                  if (result == CUDA_SUCCESS) give_event(marker.ctx, marker.event, false);
                 });
   pop_completed(track, track.samples, [](const Sample& s) { return s.end; },
                 [&](Sample sample, CUresult result) {
@@ -228,7 +237,8 @@ void CompletionTracker::poll_track(Track& track, Progress& out) {
     outstanding = track.submitted_ops > track.retired_ops;
   }
   if (outstanding && track.queryable && driver_.cuStreamQuery != nullptr) {
-    if (driver_.cuCtxSetCurrent != nullptr) driver_.cuCtxSetCurrent(track.ctx);
+    if (track.ctx == nullptr && driver_.cuStreamGetCtx != nullptr) driver_.cuStreamGetCtx(track.stream, &track.ctx);
+    if (driver_.cuCtxSetCurrent != nullptr && track.ctx != nullptr) driver_.cuCtxSetCurrent(track.ctx);
     CUstreamCaptureStatus capture = CU_STREAM_CAPTURE_STATUS_NONE;
     // Querying a stream under capture would invalidate the capture: leave it to the markers.
     bool capturing = driver_.cuStreamIsCapturing != nullptr &&

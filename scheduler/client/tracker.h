@@ -61,6 +61,7 @@ class CompletionTracker {
  private:
   struct Marker {
     CUevent event = nullptr;
+    CUcontext ctx = nullptr;  // of the event's pool
     std::uint64_t cumulative_ns = 0;
     std::uint64_t cumulative_ops = 0;
   };
@@ -72,7 +73,7 @@ class CompletionTracker {
   };
   struct Track {
     CUstream stream = nullptr;
-    CUcontext ctx = nullptr;
+    CUcontext ctx = nullptr;  // per-context handles: from the start; others: asked for by poll()
     int device = 0;
     bool queryable = true;  // the per-thread stream can only be named by its own thread
     std::mutex mu;          // guards everything below; never held across a driver call
@@ -91,6 +92,7 @@ class CompletionTracker {
   template <typename Item, typename EventOf, typename Done>
   void pop_completed(Track& track, std::deque<Item>& queue, EventOf event_of, Done done);
   CUcontext current_context() const;
+  static bool per_context_handle(CUstream stream);
 
   const shim::DriverApi& driver_;
   const std::uint64_t id_;  // names this tracker in thread-local caches
