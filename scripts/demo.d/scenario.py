@@ -49,6 +49,7 @@ class Scenario:
         self.work = tempfile.mkdtemp(prefix="sluice-scenario-")
         self.bin = binaries(self.build)
         self.rt_kernel_us = None  # gpu mode: measured in the first phase
+        self.load_before = os.getloadavg()
         needed = ["sluiced", "shim"] + (["loadgen", "fake"] if args.mode == "fake" else [])
         missing = [self.bin[name] for name in needed if not os.path.exists(self.bin[name])]
         if missing:
@@ -166,6 +167,8 @@ class Scenario:
         be_kernel_us = results["with"]["be1"]["kernel_us"]
         return {
             "mode": a.mode,
+            "machine": {"cpus": os.cpu_count(), "load_average_before": self.load_before,
+                        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "build": self.build},
             "setup": {
                 "rt": (f"{a.rt_kernel_us:g} us kernel" if a.mode == "fake" else
                        f"256x256 fp16 matmul ({self.rt_kernel_us:.0f} us alone)") + f" every {a.period_us / 1000:g} ms",
@@ -329,7 +332,10 @@ def main():
         with open(args.out_md, "w") as f:
             f.write(f"# RT + BE scenario ({report['mode']})\n\n")
             f.write(f"- RT: {report['setup']['rt']}\n- BE: {report['setup']['be']}\n")
-            f.write(f"- BE budget while RT is active: {BUDGET_US} us; RT measured for {args.duration:g} s\n\n")
+            f.write(f"- BE budget while RT is active: {BUDGET_US} us; RT measured for {args.duration:g} s\n")
+            m = report["machine"]
+            f.write(f"- {m['cpus']} CPUs shared with other work (load average {m['load_average_before'][0]:.1f}), "
+                    f"{m['date']}; `scripts/demo.d/scenario.py --duration {args.duration:g}`\n\n")
             f.write(table(report) + "\n\n")
             c = report["check"]
             f.write(f"RT p99 wait (events) with sluice <= BE budget + one BE kernel ({ms(c['strict_bound_us'])}): "
