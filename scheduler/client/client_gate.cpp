@@ -70,6 +70,7 @@ struct Reservation {
   std::uint64_t owner = 0;  // the gate's id (never its address, which a later gate may reuse)
   std::uint64_t seq = 0;
   std::uint64_t predicted_ns = 0;
+  int device = 0;
 };
 thread_local Reservation tls_reservation;
 
@@ -129,14 +130,22 @@ class DaemonGate final : public ClientGate {
     std::uint64_t identity = 0, work = 0;
     std::uint64_t predicted = predict(op, identity, work);
     // Admission reserves the operation's share of the grant at once, so that a status sent before
-    // the driver call returns already counts it.
+    // the driver call returns already counts it. on_submit() settles the reservation; the engine
+    // submits an admitted operation on the thread that asked. A reservation this thread still
+    // holds for another operation was never submitted: it is released here.
+    Reservation& stale = tls_reservation;
+    if (stale.owner == id_ && stale.seq != op.seq) {
+      atomic_sub_floor(devices_[static_cast<std::size_t>(stale.device)].inflight_ns, stale.predicted_ns);
+      stale = Reservation{};
+    }
     std::atomic<std::uint64_t>& inflight = devices_[static_cast<std::size_t>(device)].inflight_ns;
     std::uint64_t current = inflight.load(std::memory_order_acquire);
     do {
       bool fits = current + predicted <= grant || (current == 0 && gate.solo.load(std::memory_order_acquire));
       if (!fits) return false;
     } while (!inflight.compare_exchange_weak(current, current + predicted, std::memory_order_acq_rel));
-    tls_reservation = Reservation{id_, op.seq, predicted};
+    if (stale.owner == id_) atomic_sub_floor(inflight, stale.predicted_ns);  // asked twice for one op
+    tls_reservation = Reservation{id_, op.seq, predicted, device};
     return true;
   }
 

@@ -200,3 +200,37 @@ TEST_F(ClientTest, HeldWorkIsVisibleWithItsKernelName) {
 
 }  // namespace
 }  // namespace sluice::sched
+
+namespace sluice::sched {
+namespace {
+
+using namespace testing_support;
+
+// A finite budget while open, so that every BE admission reserves grant.
+constexpr const char* kFiniteOpenPolicy = R"({
+  "version": 1,
+  "scheduler": {"idle_budget_us": 1000, "default_prediction_us": 150},
+  "defaults": {"class": "be"}
+})";
+
+TEST_F(ClientTest, AdmissionReservesGrantOnceAndReleasesWhatWasNeverSubmitted) {
+  DaemonThread daemon(socket_, kFiniteOpenPolicy);
+  auto be = gate("");
+  ASSERT_TRUE(eventually([&] { return be->state().grant_ns == 1'000'000; }));
+  ASSERT_TRUE(be->admit(kernel_op(1)));
+  EXPECT_EQ(be->state().inflight_ns, 150'000u) << "reserved at admission";
+  ASSERT_TRUE(be->admit(kernel_op(2)));  // op 1 was never submitted
+  EXPECT_EQ(be->state().inflight_ns, 150'000u) << "the stale reservation was released";
+  MockGpu::busy = true;
+  be->before_submit(kernel_op(2));
+  be->on_submit(kernel_op(2), CUDA_SUCCESS);
+  EXPECT_EQ(be->state().inflight_ns, 150'000u) << "submission does not count it twice";
+  ASSERT_TRUE(be->admit(kernel_op(3)));
+  be->on_submit(kernel_op(3), CUDA_ERROR_INVALID_VALUE);
+  EXPECT_EQ(be->state().inflight_ns, 150'000u) << "a refused submission gives its reservation back";
+  MockGpu::busy = false;
+  EXPECT_TRUE(eventually([&] { return be->state().inflight_ns == 0; }));
+}
+
+}  // namespace
+}  // namespace sluice::sched
