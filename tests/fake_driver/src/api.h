@@ -26,6 +26,7 @@ CUresult call(Body&& body) {
     Driver& drv = driver();
     drv.counters.api_calls.fetch_add(1, std::memory_order_relaxed);
     if (!drv.initialized.load(std::memory_order_acquire)) return CUDA_ERROR_NOT_INITIALIZED;
+    if (on_fake_thread()) return CUDA_ERROR_NOT_PERMITTED;  // from a host function or host kernel
     charge_launch_cost(drv);
     return body(drv);
   } catch (const std::bad_alloc&) {

@@ -26,7 +26,7 @@ CUresult record(Driver& drv, StreamArg arg, CUevent handle, unsigned flags) {
     if (event->ctx->device != stream.ctx->device) return CUDA_ERROR_INVALID_HANDLE;
     if (stream.capture) {
       if ((flags & CU_EVENT_RECORD_EXTERNAL) != 0) return capture_append(drv, stream, record_spec(handle));
-      return capture_event_record(drv, stream, *event);
+      return capture_event_record(stream, *event);
     }
     OpPtr op;
     if (CUresult status = submit(drv, stream, record_spec(handle), &op)) return status;

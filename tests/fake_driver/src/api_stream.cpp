@@ -24,12 +24,12 @@ CUresult make_stream(Driver& drv, CUstream* out, unsigned flags, int priority) {
 
 // Synchronize and query refuse a capturing stream (and invalidate its capture), and the legacy
 // stream while a blocking stream of its context captures.
-CUresult check_sync_allowed(Driver& drv, Stream& stream) {
+CUresult check_sync_allowed(Stream& stream) {
   if (capture_active(stream.capture)) {
     invalidate_capture(*stream.capture);
     return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
   }
-  if (stream.role == StreamRole::legacy) return check_legacy_capture(drv, *stream.ctx, true);
+  if (stream.role == StreamRole::legacy) return check_legacy_capture(*stream.ctx, true);
   return CUDA_SUCCESS;
 }
 
@@ -45,7 +45,7 @@ CUresult wait_event(Driver& drv, Stream& stream, CUevent handle, unsigned flags)
     spec.work = EventRecordWork{reinterpret_cast<std::uint64_t>(handle)};
     return capture_append(drv, stream, std::move(spec));
   }
-  if (capture_active(event->capture) || stream.capture) return capture_wait_event(drv, stream, *event);
+  if (capture_active(event->capture) || stream.capture) return capture_wait_event(stream, *event);
   OpSpec spec;
   spec.kind = SLUICE_FAKE_OP_EVENT_WAIT;
   spec.name = "event wait";
@@ -134,7 +134,7 @@ CUresult capture_info(Driver& drv, StreamArg arg, CUstreamCaptureStatus* status,
                       const CUgraphNode** deps, const CUgraphEdgeData** edges, size_t* count) {
   if (status == nullptr) return CUDA_ERROR_INVALID_VALUE;
   return api::on_stream(drv, arg, [&](Stream& stream, auto&) {
-    if (stream.role == StreamRole::legacy && check_legacy_capture(drv, *stream.ctx, false) != CUDA_SUCCESS) {
+    if (stream.role == StreamRole::legacy && check_legacy_capture(*stream.ctx, false) != CUDA_SUCCESS) {
       return CUDA_ERROR_STREAM_CAPTURE_IMPLICIT;
     }
     if (!stream.capture) {
@@ -148,7 +148,8 @@ CUresult capture_info(Driver& drv, StreamArg arg, CUstreamCaptureStatus* status,
     stream.capture_deps_out.clear();
     for (GraphNode* node : stream.capture_deps) stream.capture_deps_out.push_back(to_handle<GraphNode, CUgraphNode>(node));
     if (deps != nullptr) *deps = stream.capture_deps_out.data();
-    if (edges != nullptr) *edges = nullptr;  // no edge data is ever recorded
+    stream.capture_edges_out.assign(stream.capture_deps_out.size(), CUgraphEdgeData{});
+    if (edges != nullptr) *edges = stream.capture_edges_out.data();
     if (count != nullptr) *count = stream.capture_deps_out.size();
     return CUDA_SUCCESS;
   });
@@ -255,7 +256,7 @@ FAKE_STREAM_ENTRY(cuStreamGetCtx_v2, (CUstream hStream, CUcontext* pCtx, CUgreen
 
 FAKE_STREAM_ENTRY(cuStreamSynchronize, (CUstream hStream), {
   return api::on_stream(drv, StreamArg{hStream, kZeroStream}, [&](Stream& stream, std::unique_lock<std::mutex>& lock) {
-    if (CUresult conflict = check_sync_allowed(drv, stream)) return conflict;
+    if (CUresult conflict = check_sync_allowed(stream)) return conflict;
     OpPtr last = stream.last;
     wait_for(drv, lock, last);
     return take_context_error(*stream.ctx);
@@ -264,7 +265,7 @@ FAKE_STREAM_ENTRY(cuStreamSynchronize, (CUstream hStream), {
 
 FAKE_STREAM_ENTRY(cuStreamQuery, (CUstream hStream), {
   return api::on_stream(drv, StreamArg{hStream, kZeroStream}, [&](Stream& stream, auto&) {
-    if (CUresult conflict = check_sync_allowed(drv, stream)) return conflict;
+    if (CUresult conflict = check_sync_allowed(stream)) return conflict;
     if (stream.last && stream.last->state != OpState::done) return CUDA_ERROR_NOT_READY;
     return take_context_error(*stream.ctx);
   });

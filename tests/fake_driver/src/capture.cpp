@@ -62,8 +62,7 @@ CUresult capture_append(Driver& drv, Stream& stream, OpSpec spec) {
   return CUDA_SUCCESS;
 }
 
-CUresult check_legacy_capture(Driver& drv, Context& ctx, bool invalidate) {
-  (void)drv;
+CUresult check_legacy_capture(Context& ctx, bool invalidate) {
   bool conflict = false;
   for (Stream* stream : ctx.streams) {
     if (stream->blocking() && capture_active(stream->capture)) {
@@ -76,7 +75,7 @@ CUresult check_legacy_capture(Driver& drv, Context& ctx, bool invalidate) {
 
 CUresult check_unsafe_call(Driver& drv, Context* ctx) {
   if (ctx != nullptr) {
-    if (CUresult implicit = check_legacy_capture(drv, *ctx, true)) return implicit;
+    if (CUresult implicit = check_legacy_capture(*ctx, true)) return implicit;
   }
   const CUstreamCaptureMode thread_mode = thread_state(drv).capture_mode;
   if (thread_mode == CU_STREAM_CAPTURE_MODE_RELAXED) return CUDA_SUCCESS;
@@ -153,8 +152,7 @@ CUresult end_capture(Driver& drv, Stream& stream, CUgraph* graph_out) {
   return CUDA_SUCCESS;
 }
 
-CUresult capture_event_record(Driver& drv, Stream& stream, Event& event) {
-  (void)drv;
+CUresult capture_event_record(Stream& stream, Event& event) {
   if (stream.capture->invalidated) return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
   event.capture = stream.capture;
   event.capture_nodes = stream.capture_deps;
@@ -162,7 +160,7 @@ CUresult capture_event_record(Driver& drv, Stream& stream, Event& event) {
   return CUDA_SUCCESS;
 }
 
-CUresult capture_wait_event(Driver& drv, Stream& stream, Event& event) {
+CUresult capture_wait_event(Stream& stream, Event& event) {
   const bool event_captured = capture_active(event.capture);
   if (!event_captured) {
     // An ordinary event cannot be waited on inside a capture: the dependency would cross it.
@@ -175,8 +173,7 @@ CUresult capture_wait_event(Driver& drv, Stream& stream, Event& event) {
     stream.capture = event.capture;
     stream.capture_deps = event.capture_nodes;
     event.capture->streams.insert(&stream);
-    (void)drv;
-    return CUDA_SUCCESS;
+      return CUDA_SUCCESS;
   }
   if (stream.capture != event.capture) {
     invalidate_capture(*stream.capture);
@@ -242,7 +239,7 @@ void apply_injection(Driver& drv, KernelWork& kernel) {
 CUresult launch_graph(Driver& drv, GraphExec& exec, Stream& stream) {
   if (stream.capture) return CUDA_ERROR_NOT_SUPPORTED;  // graphs as child nodes are not modelled
   if (stream.role == StreamRole::legacy) {
-    if (CUresult conflict = check_legacy_capture(drv, *stream.ctx, true)) return conflict;
+    if (CUresult conflict = check_legacy_capture(*stream.ctx, true)) return conflict;
   }
   ++drv.counters.graph_launches;
   for (const OpSpec& node : exec.nodes) {

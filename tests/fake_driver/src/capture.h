@@ -28,7 +28,7 @@
 namespace sluice::fake {
 
 CUresult capture_append(Driver& drv, Stream& stream, OpSpec spec);
-CUresult check_legacy_capture(Driver& drv, Context& ctx, bool invalidate);
+CUresult check_legacy_capture(Context& ctx, bool invalidate);
 CUresult check_unsafe_call(Driver& drv, Context* ctx);
 void invalidate_capture(Capture& capture);
 bool capture_active(const std::shared_ptr<Capture>& capture);
@@ -38,8 +38,8 @@ CUresult end_capture(Driver& drv, Stream& stream, CUgraph* graph_out);
 
 // cuEventRecord on a capturing stream, and cuStreamWaitEvent on an event recorded in a capture
 // (the stream joins the capture) or by a capturing stream on an ordinary event.
-CUresult capture_event_record(Driver& drv, Stream& stream, Event& event);
-CUresult capture_wait_event(Driver& drv, Stream& stream, Event& event);
+CUresult capture_event_record(Stream& stream, Event& event);
+CUresult capture_wait_event(Stream& stream, Event& event);
 
 Graph* create_graph(Driver& drv, Context* ctx);
 void destroy_graph(Driver& drv, Graph* graph);

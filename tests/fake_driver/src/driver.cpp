@@ -57,6 +57,13 @@ Driver& driver() {
   return *drv;
 }
 
+namespace {
+thread_local bool t_fake_thread = false;
+}  // namespace
+
+bool on_fake_thread() { return t_fake_thread; }
+void mark_fake_thread() { t_fake_thread = true; }
+
 ThreadState& thread_state(Driver& drv) {
   thread_local ThreadState state;
   if (state.generation != drv.generation) {

@@ -99,6 +99,12 @@ struct ThreadState {
 // The calling thread's state, reset when it belongs to an earlier Driver (before a fork).
 ThreadState& thread_state(Driver& drv);
 
+// True on the fake's own threads (device executors, the host worker). Host functions and host
+// kernels run there and must not call the driver: such calls fail with
+// CUDA_ERROR_NOT_PERMITTED instead of deadlocking.
+bool on_fake_thread();
+void mark_fake_thread();
+
 // ---- handles ----------------------------------------------------------------------------------
 
 void register_handle(Driver& drv, Handle* object);

@@ -115,6 +115,7 @@ void HostWorker::post(OpPtr op) {
 }
 
 void HostWorker::run() {
+  mark_fake_thread();
   std::unique_lock lock(drv_.mu);
   for (;;) {
     ready_.wait(lock, [&] { return !queue_.empty(); });
@@ -197,7 +198,7 @@ CUresult submit(Driver& drv, Stream& stream, OpSpec spec, OpPtr* out) {
   if (out != nullptr) out->reset();
   if (stream.capture) return capture_append(drv, stream, std::move(spec));
   if (stream.role == StreamRole::legacy) {
-    if (CUresult conflict = check_legacy_capture(drv, *stream.ctx, true)) return conflict;
+    if (CUresult conflict = check_legacy_capture(*stream.ctx, true)) return conflict;
   }
   OpPtr op = enqueue_op(drv, stream, std::move(spec));
   if (out != nullptr) *out = std::move(op);
@@ -258,6 +259,7 @@ std::uint64_t Executor::next_deadline() const {
 }
 
 void Executor::run() {
+  mark_fake_thread();
   prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);  // sleep as precisely as the kernel allows
   EngineBoard& board = *device_.board;
   std::unique_lock lock(drv_.mu);

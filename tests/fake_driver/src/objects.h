@@ -207,6 +207,7 @@ struct Stream : Handle {
   std::shared_ptr<Capture> capture;
   std::vector<GraphNode*> capture_deps;  // what the next captured node depends on
   std::vector<CUgraphNode> capture_deps_out;  // storage behind cuStreamGetCaptureInfo
+  std::vector<CUgraphEdgeData> capture_edges_out;  // all default edges: no edge data is recorded
 
   bool blocking() const { return (flags & CU_STREAM_NON_BLOCKING) == 0; }
   CUstream handle() {

@@ -163,6 +163,7 @@ TEST_F(StreamTest, EventsOrderStreamsAndMeasureTime) {
 
 struct HostCall {
   std::atomic<int> calls{0};
+  CUresult api_from_host_function = CUDA_SUCCESS;
   std::uint32_t seen_count = 0;
   const std::uint32_t* log = nullptr;
   CUstream callback_stream = nullptr;
@@ -180,6 +181,7 @@ TEST_F(StreamTest, HostFunctionsRunInStreamOrder) {
   ASSERT_CU_OK(cuLaunchHostFunc(stream, [](void* user) {
     auto* c = static_cast<HostCall*>(user);
     c->seen_count = c->log[0];
+    c->api_from_host_function = cuCtxSynchronize();  // not allowed: would wait for itself
     c->calls.fetch_add(1);
   }, &call));
   ASSERT_CU_OK(cuStreamAddCallback(stream, [](CUstream s, CUresult status, void* user) {
@@ -193,6 +195,7 @@ TEST_F(StreamTest, HostFunctionsRunInStreamOrder) {
   ASSERT_CU_OK(cuStreamSynchronize(stream));
   EXPECT_EQ(2, call.calls.load());
   EXPECT_EQ(1u, call.seen_count);  // the host function saw the first append and not the second
+  EXPECT_EQ(CUDA_ERROR_NOT_PERMITTED, call.api_from_host_function);
   EXPECT_EQ(stream, call.callback_stream);
   EXPECT_EQ(CUDA_SUCCESS, call.callback_status);
   EXPECT_EQ((std::vector<std::uint32_t>{1, 2}), read_log(log));
