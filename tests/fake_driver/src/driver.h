@@ -34,7 +34,7 @@ class HostWorker;
   X(host_funcs_submitted) X(host_funcs_executed) X(event_records) X(event_waits)                  \
   X(memops_submitted) X(memops_executed) X(graph_launches) X(captured_ops) X(module_loads)         \
   X(allocations) X(frees) X(synchronizations) X(bytes_copied) X(proc_address_queries)             \
-  X(export_table_queries)
+  X(export_table_queries) X(executor_wakeups)
 
 struct Counters {
 #define SLUICE_FAKE_COUNTER_FIELD(name) std::atomic<std::uint64_t> name{0};

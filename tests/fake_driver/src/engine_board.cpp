@@ -36,9 +36,9 @@ bool masks_overlap(const EngineSlot& slot, const SmMask& mask) {
   return false;
 }
 
-int futex(std::atomic<std::uint32_t>* word, int op, std::uint32_t value, const timespec* timeout) {
+int futex(std::atomic<std::uint32_t>* word, int op, std::uint32_t value, const timespec* timeout, std::uint32_t bits) {
   return static_cast<int>(syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), op, value,
-                                  timeout, nullptr, 0));
+                                  timeout, nullptr, bits));
 }
 
 bool process_alive(int pid, std::uint64_t start_time) {
@@ -70,7 +70,8 @@ EngineBoard::EngineBoard(BoardLayout* layout, std::size_t mapped_bytes, bool sha
       shared_(shared),
       path_(std::move(path)),
       pid_(static_cast<std::int32_t>(getpid())),
-      start_time_(shared ? process_start_time(getpid()) : 0) {}
+      start_time_(shared ? process_start_time(getpid()) : 0),
+      wake_bit_(1u << (static_cast<std::uint32_t>(getpid()) % 32)) {}
 
 EngineBoard::~EngineBoard() {
   if (mapped_bytes_ != 0) {
@@ -231,22 +232,38 @@ void EngineBoard::finish(int index) {
 
 std::uint32_t EngineBoard::doorbell() const { return layout_->header.doorbell.load(kSeqCst); }
 
+// Every ring bumps the doorbell, so a sleeper that read it before the change never sleeps through
+// it; the futex wake (a system call) goes only to sleepers that asked for that kind of ring.
 void EngineBoard::ring() {
   BoardHeader& header = layout_->header;
   header.doorbell.fetch_add(1, kSeqCst);
-  if (header.waiters.load(kSeqCst) != 0) {
-    futex(&header.doorbell, shared_ ? FUTEX_WAKE : FUTEX_WAKE_PRIVATE, INT_MAX, nullptr);
+  if (header.watchers.load(kSeqCst) != 0) {
+    futex(&header.doorbell, shared_ ? FUTEX_WAKE_BITSET : FUTEX_WAKE_BITSET_PRIVATE, INT_MAX, nullptr, FUTEX_BITSET_MATCH_ANY);
   }
 }
 
-void EngineBoard::wait(std::uint32_t seen, std::uint64_t timeout_ns) {
+void EngineBoard::ring_local() {
   BoardHeader& header = layout_->header;
-  timespec timeout{static_cast<time_t>(timeout_ns / 1'000'000'000ull),
-                   static_cast<long>(timeout_ns % 1'000'000'000ull)};
-  header.waiters.fetch_add(1, kSeqCst);
-  if (header.doorbell.load(kSeqCst) == seen) {
-    futex(&header.doorbell, shared_ ? FUTEX_WAIT : FUTEX_WAIT_PRIVATE, seen, &timeout);
+  header.doorbell.fetch_add(1, kSeqCst);
+  if (header.waiters.load(kSeqCst) != 0) {
+    futex(&header.doorbell, shared_ ? FUTEX_WAKE_BITSET : FUTEX_WAKE_BITSET_PRIVATE, INT_MAX, nullptr, wake_bit_);
   }
+}
+
+void EngineBoard::wait(std::uint32_t seen, std::uint64_t timeout_ns, bool watching_others) {
+  BoardHeader& header = layout_->header;
+  // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline.
+  timespec deadline{};
+  clock_gettime(CLOCK_MONOTONIC, &deadline);
+  const std::uint64_t until_ns = static_cast<std::uint64_t>(deadline.tv_nsec) + timeout_ns;
+  deadline.tv_sec += static_cast<time_t>(until_ns / 1'000'000'000ull);
+  deadline.tv_nsec = static_cast<long>(until_ns % 1'000'000'000ull);
+  header.waiters.fetch_add(1, kSeqCst);
+  if (watching_others) header.watchers.fetch_add(1, kSeqCst);
+  if (header.doorbell.load(kSeqCst) == seen) {
+    futex(&header.doorbell, shared_ ? FUTEX_WAIT_BITSET : FUTEX_WAIT_BITSET_PRIVATE, seen, &deadline, wake_bit_);
+  }
+  if (watching_others) header.watchers.fetch_sub(1, kSeqCst);
   header.waiters.fetch_sub(1, kSeqCst);
 }
 

@@ -37,7 +37,7 @@ namespace sluice::fake {
 enum class Engine : std::uint32_t { none = 0, compute = 1, copy = 2 };
 
 inline constexpr std::uint64_t kBoardMagic = 0x44524f4246534c53ull;  // "SLSFBORD"
-inline constexpr std::uint32_t kBoardAbiMajor = 1;
+inline constexpr std::uint32_t kBoardAbiMajor = 2;
 inline constexpr std::uint32_t kBoardAbiMinor = 0;
 inline constexpr std::uint32_t kBoardSlots = 512;
 
@@ -74,7 +74,9 @@ struct BoardHeader {
   std::atomic<std::uint32_t> high_water;  // slots [0, high_water) may be in use
   std::atomic<std::uint64_t> next_ticket;
   std::atomic<std::uint64_t> memory_used;  // device memory allocated by all processes
-  std::uint8_t reserved[64];
+  std::atomic<std::uint32_t> watchers;     // sleeping executors that wait for other processes
+  std::uint32_t padding;
+  std::uint8_t reserved[56];
 };
 static_assert(sizeof(BoardHeader) == 128);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
@@ -111,10 +113,15 @@ class EngineBoard {
   void finish(int slot);
 
   std::uint32_t doorbell() const;
-  // Wakes every executor waiting on this board.
+  // Wakes every executor that waits for other processes (an operation blocked by the board, a
+  // stream memory wait): a slot was freed or memory written.
   void ring();
-  // Sleeps until the doorbell differs from `seen` or `timeout_ns` passes.
-  void wait(std::uint32_t seen, std::uint64_t timeout_ns);
+  // Wakes this process's executor only (new work, a host function done). Other processes keep
+  // sleeping: their futex waits carry a per-process bit (FUTEX_WAIT_BITSET).
+  void ring_local();
+  // Sleeps until the doorbell differs from `seen`, a ring for this process (or, when
+  // `watching_others`, for everyone), or `timeout_ns` passes.
+  void wait(std::uint32_t seen, std::uint64_t timeout_ns, bool watching_others);
 
   // Frees slots whose owning process is gone. Returns how many.
   std::size_t reap_dead_owners();
@@ -129,8 +136,10 @@ class EngineBoard {
   std::size_t mapped_bytes_;  // 0 for a private board (heap)
   bool shared_;
   std::string path_;
+
   std::int32_t pid_;
   std::uint64_t start_time_;
+  std::uint32_t wake_bit_;  // this process's bit in the doorbell's futex bitset
   std::atomic<std::uint32_t> next_free_hint_{0};
 };
 

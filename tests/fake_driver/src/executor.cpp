@@ -242,10 +242,10 @@ void Executor::enqueue(Stream& stream, OpPtr op) {
   stream.queue.push_back(std::move(op));
   mark_busy(stream);
   ensure_thread();
-  device_.board->ring();
+  device_.board->ring_local();
 }
 
-void Executor::wake() { device_.board->ring(); }
+void Executor::wake() { device_.board->ring_local(); }
 
 void Executor::forget(Stream& stream) {
   busy_.erase(std::remove(busy_.begin(), busy_.end(), &stream), busy_.end());
@@ -286,7 +286,8 @@ void Executor::run() {
     }
     if (deadline != UINT64_MAX && sleep_ns == deadline - now) sleep_ns -= kSpinNs;
     lock.unlock();
-    board.wait(seen, sleep_ns);
+    board.wait(seen, sleep_ns, blocked_ || polling_);
+    drv_.counters.executor_wakeups.fetch_add(1, std::memory_order_relaxed);
     lock.lock();
   }
 }
@@ -412,6 +413,7 @@ bool Executor::advance(Stream& stream) {
       case SLUICE_FAKE_OP_MEM_WRITE:
         op->start_ns = now_ns();
         complete_op(drv_, *op, run_mem_write(drv_, std::get<MemWriteWork>(op->spec.work)));
+        device_.board->ring();  // streams of other processes may wait for this value
         continue;
       case SLUICE_FAKE_OP_MEM_FREE: {
         const auto& work = std::get<MemFreeWork>(op->spec.work);

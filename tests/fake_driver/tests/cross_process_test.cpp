@@ -152,6 +152,21 @@ TEST_F(CrossProcess, AGridOfAnotherProcessWaitsBehindADeepQueue) {
   EXPECT_LT(be_last.ticket, rt.ticket);
 }
 
+TEST_F(CrossProcess, SubmissionsWakeOnlyTheSubmittingProcess) {
+  ClientProcess busy(dir_);
+  ClientProcess idle(dir_);
+  busy.call("init");
+  idle.call("init");
+  idle.call("spin 1000 1");  // starts the idle process's executor
+  idle.call("sync");
+  const long before = std::stol(idle.call("wakeups"));
+  busy.call("burst 2000");
+  const long after = std::stol(idle.call("wakeups"));
+  // The idle process waits for nothing from others: neither submissions nor freed slots of the
+  // busy one wake it (at most its idle timeout does).
+  EXPECT_LT(after - before, 20) << "the idle process woke for the launches of the busy one";
+}
+
 TEST_F(CrossProcess, EveryDriverCallCostsTheConfiguredHostTime) {
   ClientProcess slow("", "SLUICE_FAKE_LAUNCH_NS=200000");
   ClientProcess fast("");

@@ -10,6 +10,8 @@
 //   peek                          the first 32-bit word of the exported memory
 //   import <hex>                  open the handle, answer its first word, write word + 1, close
 //   time <n>                      n cuStreamQuery calls: "ok <average ns per call>"
+//   burst <n>                     n zero-time launches, then synchronize
+//   wakeups                       how often this process's executor woke up
 //   quit
 #include <algorithm>
 #include <chrono>
@@ -129,6 +131,20 @@ std::string run(Client& client, const std::string& line) {
     TRY(cuCtxSynchronize());
     TRY(cuIpcCloseMemHandle(mapped));
     return "ok " + std::to_string(value);
+  }
+  if (command == "burst") {
+    int launches = 0;
+    words >> launches;
+    std::uint64_t ns = 0;
+    void* params[] = {&ns};
+    for (int i = 0; i < launches; ++i) TRY(cuLaunchKernel(client.spin, 1, 1, 1, 32, 1, 1, 0, client.stream, params, nullptr));
+    TRY(cuStreamSynchronize(client.stream));
+    return "ok";
+  }
+  if (command == "wakeups") {
+    sluice_fake_counters counters{};
+    sluice_fake_counters_get(&counters, sizeof(counters));
+    return "ok " + std::to_string(counters.executor_wakeups);
   }
   if (command == "time") {
     int calls = 0;

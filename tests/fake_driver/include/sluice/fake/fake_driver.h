@@ -149,6 +149,7 @@ typedef struct sluice_fake_counters {
   uint64_t bytes_copied;
   uint64_t proc_address_queries; /* cuGetProcAddress and _v2 calls */
   uint64_t export_table_queries; /* cuGetExportTable calls (none is answered) */
+  uint64_t executor_wakeups;     /* times a device executor woke up (cost of the model itself) */
 } sluice_fake_counters;
 
 /* Fills `out`; `size` is sizeof(sluice_fake_counters) as the caller knows it. */
