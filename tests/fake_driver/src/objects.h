@@ -30,7 +30,7 @@ namespace sluice::fake {
 
 struct Context;
 struct Device;
-struct Executor;
+class Executor;
 struct Graph;
 struct GraphNode;
 struct Stream;
