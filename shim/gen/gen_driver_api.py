@@ -2,11 +2,13 @@
 """Generates sluice's view of the CUDA driver ABI from the toolkit's headers.
 
 Inputs:
-  * cuda.h and cudaProfiler.h, preprocessed with __CUDA_API_VERSION_INTERNAL so that every exported
-    variant (cuMemAlloc and cuMemAlloc_v2, cuLaunchKernel and cuLaunchKernel_ptsz, ...) is declared
-    under its literal symbol name;
-  * cudaTypedefs.h and cudaProfilerTypedefs.h, whose PFN_<name>_v<version>[_ptsz|_ptds] typedefs list
-    every (name, ABI version, per-thread) triple that cuGetProcAddress answers;
+  * cuda.h, cudaProfiler.h and the graphics interop headers cudaGL.h, cudaEGL.h and cudaVDPAU.h,
+    preprocessed with __CUDA_API_VERSION_INTERNAL so that every exported variant (cuMemAlloc and
+    cuMemAlloc_v2, cuLaunchKernel and cuLaunchKernel_ptsz, ...) is declared under its literal symbol
+    name. The interop headers include OpenGL, EGL and VDPAU headers: shim/interop_types/ stands in
+    for them (--standin-include);
+  * the matching *Typedefs.h headers, whose PFN_<name>_v<version>[_ptsz|_ptds] typedefs list every
+    (name, ABI version, per-thread) triple that cuGetProcAddress answers;
   * api_policy.txt, the one small table of what sluice handles itself.
 
 Outputs (into --out):
@@ -32,7 +34,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-TREATMENTS = {"hook", "sync", "meta", "unmanaged", "queue"}
+TREATMENTS = {"hook", "sync", "meta", "unmanaged", "ordered", "queue"}
 OP_KINDS = {"kernel", "copy", "memset", "event_record", "event_wait", "host_fn", "mem_op", "mem_free",
             "graph", "prefetch"}
 DECL_RE = re.compile(r"\bCUresult\s+(cu[A-Za-z0-9_]+)\s*\(([^;]*?)\)\s*;")
@@ -45,12 +47,20 @@ def fail(message: str) -> None:
     sys.exit(1)
 
 
-def preprocess(cc: str, header: Path, include: Path, defines: list[str]) -> str:
-    cmd = [cc, "-E", "-P", "-x", "c", f"-I{include}", *[f"-D{d}" for d in defines], str(header)]
+# The driver headers sluice generates from, with the typedef header of each. Everything a driver
+# library exports is declared in one of them.
+HEADERS = (("cuda.h", "cudaTypedefs.h"), ("cudaProfiler.h", "cudaProfilerTypedefs.h"),
+           ("cudaGL.h", "cudaGLTypedefs.h"), ("cudaEGL.h", "cudaEGLTypedefs.h"),
+           ("cudaVDPAU.h", "cudaVDPAUTypedefs.h"))
+
+
+def preprocess(cc: str, source: str, includes: list[Path], defines: list[str]) -> str:
+    """Preprocesses C `source` (given on stdin) with the include directories in order."""
+    cmd = [cc, "-E", "-P", "-x", "c", *[f"-I{i}" for i in includes], *[f"-D{d}" for d in defines], "-"]
     try:
-        return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        return subprocess.run(cmd, input=source, check=True, capture_output=True, text=True).stdout
     except subprocess.CalledProcessError as err:
-        fail(f"preprocessing {header} failed: {err.stderr.strip()}")
+        fail(f"preprocessing the driver headers failed: {err.stderr.strip()}")
     return ""
 
 
@@ -186,6 +196,8 @@ def resolve_proc_table(versions, symbols, aliases) -> tuple[list[tuple[str, int,
     """
     rows, problems = [], []
     for base in sorted(versions):
+        if base.startswith("cuWGL"):  # Windows only: declared under _WIN32, never exported here
+            continue
         plain = sorted(v for v, suffixes in versions[base].items() if "" in suffixes)
         plain_symbol = {}
         for ordinal, version in enumerate(plain, 1):
@@ -214,15 +226,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cc", required=True, help="C compiler used as the preprocessor")
     parser.add_argument("--cuda-include", required=True, type=Path)
+    parser.add_argument("--standin-include", required=True, type=Path,
+                        help="stand-ins for the OpenGL, EGL and VDPAU headers (shim/interop_types)")
     parser.add_argument("--policy", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args()
 
     include = args.cuda_include
     defines = ["__CUDA_API_VERSION_INTERNAL", "CUDA_ENABLE_DEPRECATED"]
-    symbols: dict[str, list[tuple[str, str]]] = {}
-    for header in ("cuda.h", "cudaProfiler.h"):
-        symbols.update(parse_declarations(preprocess(args.cc, include / header, include, defines)))
+    # vdpau.h first: cudaVDPAU.h names its types without including it.
+    source = "#include <vdpau/vdpau.h>\n" + "".join(f"#include <{h}>\n" for h, _ in HEADERS)
+    symbols = parse_declarations(preprocess(args.cc, source, [args.standin_include, include], defines))
     if len(symbols) < 400:
         fail(f"only {len(symbols)} driver functions found in {include}/cuda.h; is this a CUDA toolkit?")
 
@@ -233,9 +247,10 @@ def main() -> None:
     if problems:
         fail("\n  ".join(["api_policy.txt is inconsistent with cuda.h:"] + problems))
 
-    typedef_texts = [(include / h).read_text() for h in ("cudaTypedefs.h", "cudaProfilerTypedefs.h")]
-    versions = parse_pfn_versions(typedef_texts)
-    aliases = parse_aliases((include / "cuda.h").read_text())
+    versions = parse_pfn_versions([(include / t).read_text() for _, t in HEADERS])
+    aliases = {}
+    for header, _ in reversed(HEADERS):  # cuda.h's own names win
+        aliases.update(parse_aliases((include / header).read_text()))
     proc_rows, proc_problems = resolve_proc_table(versions, symbols, aliases)
     for problem in proc_problems:  # a header quirk, not fatal: the name stays unresolvable
         print(f"gen_driver_api.py: note: {problem}", file=sys.stderr)

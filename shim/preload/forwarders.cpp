@@ -34,19 +34,25 @@ namespace sluice::shim::preload {
   }
 
 // (Names in the envelopes start with sluice_ so that they never shadow a driver parameter.)
-// `none` names the legacy stream for the few unmanaged calls without a stream argument.
-#define SLUICE_EMIT_UNMANAGED(name, stream, params, args)                         \
+// `none` names the legacy stream for the few unmanaged calls without a stream argument. Unmanaged
+// calls are counted as launch paths sluice does not queue; ordered ones (mapping graphics resources)
+// are not launches and are not counted.
+#define SLUICE_EMIT_AFTER_STREAM(name, stream, params, args, counted)               \
   SLUICE_EXPORT CUresult name params {                                            \
     [[maybe_unused]] const CUstream none = nullptr;                               \
     return guarded(                                                               \
         Sym::name, &DriverApi::name,                                              \
         [&](Runtime& sluice_rt_, auto sluice_fn_) {                               \
-          sluice_rt_.engine->stats().count_unmanaged(Sym::name);                  \
+          if (counted) sluice_rt_.engine->stats().count_unmanaged(Sym::name);     \
           return sluice_rt_.engine->run_ordered(abi_of(Sym::name), stream,        \
                                                 [&] { return sluice_fn_ args; }); \
         },                                                                        \
         SLUICE_STRAIGHT(args));                                                   \
   }
+#define SLUICE_EMIT_UNMANAGED(name, stream, params, args) \
+  SLUICE_EMIT_AFTER_STREAM(name, stream, params, args, true)
+#define SLUICE_EMIT_ORDERED(name, stream, params, args) \
+  SLUICE_EMIT_AFTER_STREAM(name, stream, params, args, false)
 
 #define SLUICE_EMIT_HOOK(name, stream, params, args)                                  \
   SLUICE_EXPORT CUresult name params {                                                \

@@ -45,6 +45,13 @@ TEST(ProcAddressFallback, TableAnswersAndNewerDriverVariantsPassThrough) {
     return odd_info.dli_fbase;
   }());
 
+  // Graphics interop entry points (cudaGL.h, cudaEGL.h, cudaVDPAU.h) are in the table: the shim's own
+  // forwarder goes back, and it reaches the driver.
+  ASSERT_EQ(get_proc("cuGLUnregisterBufferObject", &fn, 13000, 0, &status), CUDA_SUCCESS);
+  EXPECT_EQ(fn, dlsym(shim, "cuGLUnregisterBufferObject"));
+  ASSERT_NE(fn, nullptr);
+  EXPECT_EQ(reinterpret_cast<CUresult (*)(unsigned)>(fn)(7), CUDA_SUCCESS);
+
   // Names the driver does not have come back as the driver says.
   fn = reinterpret_cast<void*>(1);
   EXPECT_EQ(get_proc("cuNoSuchThing", &fn, 13000, 0, &status), CUDA_ERROR_NOT_FOUND);

@@ -79,5 +79,30 @@ TEST(DriverApi, BaseNamesAndPerThreadVariants) {
   EXPECT_EQ(kSymTreatments[static_cast<std::size_t>(Sym::cuDeviceGet)], Treatment::FORWARD);
 }
 
+// The graphics interop headers are part of the table: every name libcudart asks for at startup.
+TEST(ProcTable, AnswersGraphicsInteropEntryPoints) {
+  Sym sym{};
+  CUdriverProcAddressQueryResult status{};
+  for (const char* name :
+       {"cuGLUnregisterBufferObject", "cuGraphicsGLRegisterBuffer", "cuGraphicsEGLRegisterImage",
+        "cuEGLStreamConsumerConnect", "cuEventCreateFromEGLSync", "cuVDPAUGetDevice",
+        "cuGraphicsVDPAURegisterVideoSurface", "cuGLGetDevices", "cuGLCtxCreate"}) {
+    EXPECT_TRUE(find_proc(name, 13000, false, sym, status)) << name;
+  }
+  ASSERT_TRUE(find_proc("cuGLMapBufferObjectAsync", 13000, true, sym, status));
+  EXPECT_STREQ(sym_name(sym), "cuGLMapBufferObjectAsync_v2_ptsz");
+  ASSERT_TRUE(find_proc("cuGLGetDevices", 13000, false, sym, status));
+  EXPECT_STREQ(sym_name(sym), "cuGLGetDevices_v2");
+  // Stream-ordered interop calls wait for the held work of their stream; they are not launches.
+  for (Sym ordered : {Sym::cuGLMapBufferObjectAsync_v2_ptsz, Sym::cuGLUnmapBufferObjectAsync,
+                      Sym::cuGraphicsUnmapResources, Sym::cuGraphicsMapResources_ptsz}) {
+    EXPECT_EQ(kSymTreatments[static_cast<std::size_t>(ordered)], Treatment::ORDERED)
+        << sym_name(ordered);
+  }
+  EXPECT_EQ(kSymTreatments[static_cast<std::size_t>(Sym::cuEGLStreamConsumerReleaseFrame)],
+            Treatment::SYNC);
+  EXPECT_FALSE(find_proc("cuWGLGetDevice", 13000, false, sym, status));
+}
+
 }  // namespace
 }  // namespace sluice::shim

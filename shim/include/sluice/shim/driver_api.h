@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include "sluice/shim/cuda.h"
+#include "sluice/shim/cuda_interop.h"
 
 namespace sluice::shim {
 
@@ -25,7 +26,7 @@ enum class Sym : std::uint16_t {
 inline constexpr std::size_t kSymCount = static_cast<std::size_t>(Sym::kCount);
 
 // What the shim does with a symbol (see shim/gen/api_policy.txt).
-enum class Treatment : std::uint8_t { FORWARD, HOOK, QUEUE, SYNC, META, UNMANAGED };
+enum class Treatment : std::uint8_t { FORWARD, HOOK, QUEUE, SYNC, META, UNMANAGED, ORDERED };
 
 inline constexpr std::array<const char*, kSymCount> kSymNames = {
 #define SLUICE_SYM(name, treatment, stream, params, args) #name,
