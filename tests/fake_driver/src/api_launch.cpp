@@ -149,7 +149,7 @@ CUresult launch(Driver& drv, StreamArg arg, const LaunchRequest& r) {
     OpSpec spec;
     spec.kind = SLUICE_FAKE_OP_KERNEL;
     spec.engine = Engine::compute;
-    spec.name = target.desc->name;
+    spec.name = target.desc->name.c_str();
     if (target.desc->tag_param) {
       spec.tag = kernel_param(kernel, *target.desc->tag_param);
     } else if (!target.desc->params.empty()) {

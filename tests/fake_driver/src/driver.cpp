@@ -363,7 +363,7 @@ void trace_op(Driver& drv, const Op& op) {
   record.device = op.device != nullptr ? op.device->ordinal : -1;
   record.result = op.result;
   record.from_graph = op.from_graph ? 1 : 0;
-  std::strncpy(record.name, op.spec.name.c_str(), sizeof(record.name) - 1);
+  std::strncpy(record.name, op.spec.name, sizeof(record.name) - 1);
   drv.trace.push_back(record);
 }
 

@@ -163,9 +163,9 @@ std::unique_ptr<EngineBoard> EngineBoard::open_shared(const std::string& dir, in
 std::uint64_t EngineBoard::take_ticket() { return layout_->header.next_ticket.fetch_add(1, kSeqCst); }
 
 int EngineBoard::publish(std::uint64_t ticket, Engine engine, const SmMask& sms) {
-  const std::uint32_t start = next_free_hint_.load(kRelaxed);
-  for (std::uint32_t probe = 0; probe < kBoardSlots; ++probe) {
-    const std::uint32_t index = (start + probe) % kBoardSlots;
+  // The lowest free slot: high_water, and so every claim's scan, stays as short as the number of
+  // operations on the board at once.
+  for (std::uint32_t index = 0; index < kBoardSlots; ++index) {
     EngineSlot& slot = layout_->slots[index];
     std::uint32_t expected = kSlotFree;
     if (slot.state.load(kRelaxed) != kSlotFree ||
@@ -183,7 +183,6 @@ int EngineBoard::publish(std::uint64_t ticket, Engine engine, const SmMask& sms)
     while (high < index + 1 && !layout_->header.high_water.compare_exchange_weak(high, index + 1, kSeqCst)) {
     }
     slot.state.store(kSlotReady, kSeqCst);
-    next_free_hint_.store(index + 1, kRelaxed);
     return static_cast<int>(index);
   }
   return -1;

@@ -140,7 +140,6 @@ class EngineBoard {
   std::int32_t pid_;
   std::uint64_t start_time_;
   std::uint32_t wake_bit_;  // this process's bit in the doorbell's futex bitset
-  std::atomic<std::uint32_t> next_free_hint_{0};
 };
 
 // The start time of process `pid` in clock ticks since boot (/proc/<pid>/stat field 22), or 0.

@@ -151,7 +151,7 @@ struct OpSpec {
   sluice_fake_op_kind kind = SLUICE_FAKE_OP_MARKER;
   Engine engine = Engine::none;
   Work work = MarkerWork{};
-  std::string name;
+  const char* name = "marker";  // a literal, or the name of the kernel description in `work`
   std::uint64_t tag = 0;
   std::uint64_t bytes = 0;
 };
