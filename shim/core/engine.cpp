@@ -24,17 +24,8 @@ struct Engine::Route {
 
 namespace {
 
-std::vector<StreamState*> snapshot(EngineData& data) {
-  std::lock_guard lock(data.active_mu);
-  return data.active;
-}
-
 // The engine whose release thread this is (nullptr on every other thread).
 thread_local const Engine* t_release_thread_of = nullptr;
-
-bool met(const Dependency& dep) noexcept {
-  return dep.state == nullptr || dep.state->submitted.load(std::memory_order_acquire) >= dep.count;
-}
 
 }  // namespace
 
@@ -293,6 +284,7 @@ CUresult Engine::hold(StreamState& state, EventState* event, const OpDesc& desc,
   op.records_event = call.records_event;
   op.blocking = state.legacy || state.blocking.load(std::memory_order_relaxed);
   op.hold_ns = desc.call_ns;
+  if (desc.kind == OpKind::kernel && desc.func != nullptr) count_held_launch(op);
 
   std::unique_lock<std::mutex> event_lock;
   if (event != nullptr) event_lock = std::unique_lock(event->mu);
@@ -395,6 +387,9 @@ void Engine::retire(StreamState& state) {
       done.event->pending_refs.fetch_sub(1, std::memory_order_acq_rel);
       if (done.records_event) done.event->pending_records.fetch_sub(1, std::memory_order_acq_rel);
     }
+    for (KernelRecord* record : done.kernel_records) {
+      if (record != nullptr) record->held_launches.fetch_sub(1, std::memory_order_acq_rel);
+    }
     data_->held_total.fetch_sub(1, std::memory_order_acq_rel);
     if (done.blocking) data_->held_blocking.fetch_sub(1, std::memory_order_acq_rel);
     emptied = state.held.fetch_sub(1, std::memory_order_acq_rel) == 1;
@@ -414,20 +409,6 @@ void Engine::notify_progress() noexcept {
     ++data_->progress_epoch;
   }
   data_->progress_cv.notify_all();
-}
-
-template <typename Done>
-void Engine::wait_until(Done&& done) {
-  EngineData& d = *data_;
-  for (;;) {
-    std::unique_lock lock(d.progress_mu);
-    const std::uint64_t seen = d.progress_epoch;
-    lock.unlock();
-    if (done()) return;
-    lock.lock();
-    d.progress_cv.wait_for(lock, std::chrono::nanoseconds(options_.poll_ns),
-                           [&] { return d.progress_epoch != seen; });
-  }
 }
 
 void Engine::ensure_release_thread() {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -27,8 +28,13 @@ struct Dependency {
   std::uint64_t count = 0;
 };
 
+struct KernelRecord;
+
 struct HeldOp {
   OpDesc desc;
+  // Kernel launches: the records of the launched function and of the CUkernel it belongs to, whose
+  // held_launches count this launch.
+  KernelRecord* kernel_records[2] = {nullptr, nullptr};
   CUstream app_stream = nullptr;  // the handle the application passed
   SubmitFn submit;
   std::vector<Dependency> deps;  // other queues this call must follow
@@ -75,6 +81,10 @@ struct KernelRecord {
   std::atomic<const KernelInfo*> info{nullptr};
   std::atomic<const ParamLayout*> layout{nullptr};
   std::atomic<const void*> owner{nullptr};  // the CUmodule or CUlibrary, when known
+  std::atomic<KernelRecord*> kernel{nullptr};  // a CUfunction's CUkernel (cuKernelGetFunction)
+  std::atomic<std::uint32_t> held_launches{0};  // held launches of this function or kernel
+  std::mutex changes_mu;
+  std::vector<Engine::FunctionChange> changes;  // guarded by changes_mu; see function_changes()
 };
 
 struct EngineData {
@@ -106,5 +116,31 @@ struct EngineData {
   std::mutex capture_mu;
   std::vector<std::pair<CUstream, std::thread::id>> captures;  // streams capturing now
 };
+
+// The streams with held calls now.
+inline std::vector<StreamState*> snapshot(EngineData& data) {
+  std::lock_guard lock(data.active_mu);
+  return data.active;
+}
+
+inline bool met(const Dependency& dep) noexcept {
+  return dep.state == nullptr || dep.state->submitted.load(std::memory_order_acquire) >= dep.count;
+}
+
+// Sleeps until done() holds, re-checking after every progress of the release thread (and every
+// EngineOptions::poll_ns).
+template <typename Done>
+void Engine::wait_until(Done&& done) {
+  EngineData& d = *data_;
+  for (;;) {
+    std::unique_lock lock(d.progress_mu);
+    const std::uint64_t seen = d.progress_epoch;
+    lock.unlock();
+    if (done()) return;
+    lock.lock();
+    d.progress_cv.wait_for(lock, std::chrono::nanoseconds(options_.poll_ns),
+                           [&] { return d.progress_epoch != seen; });
+  }
+}
 
 }  // namespace sluice::shim

@@ -4,6 +4,7 @@ add_library(sluice_core STATIC
   core/launch.cpp
   core/copies.cpp
   core/catalog.cpp
+  core/function_state.cpp
   core/gate.cpp
   core/stats.cpp
   core/toggle_gate.cpp

@@ -68,6 +68,8 @@ StatsSnapshot Stats::snapshot() const {
   s.waited_ops = waited_ops_.load(std::memory_order_relaxed);
   s.forced_releases = forced_releases_.load(std::memory_order_relaxed);
   s.sync_waits = sync_waits_.load(std::memory_order_relaxed);
+  s.function_changes = function_changes_.load(std::memory_order_relaxed);
+  s.function_change_waits = function_change_waits_.load(std::memory_order_relaxed);
   s.deferred_errors = deferred_errors_.load(std::memory_order_relaxed);
   s.chunked_copies = chunked_copies_.load(std::memory_order_relaxed);
   s.module_loads = module_loads_.load(std::memory_order_relaxed);
@@ -113,6 +115,8 @@ std::string Stats::to_json(std::string_view gate) const {
       {"deferred_errors", s.deferred_errors},
       {"forced_releases", s.forced_releases},
       {"sync_waits", s.sync_waits},
+      {"function_changes", s.function_changes},
+      {"function_change_waits", s.function_change_waits},
       {"chunked_copies", s.chunked_copies},
   };
   return out.dump(2) + "\n";

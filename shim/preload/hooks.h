@@ -99,6 +99,30 @@ CUresult hooked(Runtime& rt, Fn fn, A... a) {
     return e.launch_cooperative_kernel(abi, fn, a...);
   } else if constexpr (base == "cuLaunchKernelEx") {
     return e.launch_kernel_ex(abi, fn, a...);
+  } else if constexpr (base == "cuFuncSetAttribute") {
+    const auto [func, attribute, value] = std::make_tuple(a...);
+    return e.change_function(
+        func, {Engine::FunctionChange::Kind::attribute, static_cast<int>(attribute), value}, call);
+  } else if constexpr (base == "cuKernelSetAttribute") {
+    const auto [attribute, value, kernel, device] = std::make_tuple(a...);
+    return e.change_kernel(
+        kernel, device,
+        {Engine::FunctionChange::Kind::attribute, static_cast<int>(attribute), value}, call);
+  } else if constexpr (base == "cuFuncSetCacheConfig" || base == "cuFuncSetSharedMemConfig") {
+    const auto [func, config] = std::make_tuple(a...);
+    constexpr auto kind = base == "cuFuncSetCacheConfig" ? Engine::FunctionChange::Kind::cache_config
+                                                         : Engine::FunctionChange::Kind::shared_config;
+    return e.change_function(func, {kind, 0, static_cast<int>(config)}, call);
+  } else if constexpr (base == "cuKernelSetCacheConfig") {
+    const auto [kernel, config, device] = std::make_tuple(a...);
+    return e.change_kernel(kernel, device,
+                           {Engine::FunctionChange::Kind::cache_config, 0, static_cast<int>(config)},
+                           call);
+  } else if constexpr (base == "cuKernelGetFunction") {
+    const CUresult result = call();
+    const auto [func, kernel] = std::make_tuple(a...);
+    if (result == CUDA_SUCCESS && func != nullptr) e.function_of_kernel(*func, kernel);
+    return result;
   } else if constexpr (base == "cuMemcpyAsync" || base == "cuMemcpyHtoDAsync" ||
                        base == "cuMemcpyDtoHAsync" || base == "cuMemcpyDtoDAsync") {
     return e.copy_1d(abi, fn, a...);

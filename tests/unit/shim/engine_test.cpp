@@ -696,5 +696,145 @@ TEST_F(EngineTest, ConcurrentStreamsKeepTheirOrderWhileTheGateFlips) {
   EXPECT_EQ(s.of(OpKind::kernel), kThreads * kPerThread);
 }
 
+// ---- function state as stream-ordered state ------------------------------------------------------
+
+class FunctionStateTest : public EngineTest {
+ protected:
+  static constexpr int kMaxShared = CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+
+  CUresult launch_shared(CUstream stream, std::uint32_t value, unsigned shared,
+                         CUfunction f = kOneParam) {
+    void* params[] = {&value};
+    return engine->launch_kernel(StreamAbi::legacy, mock.api.cuLaunchKernel, f, 1, 1, 1, 512, 1, 1,
+                                 shared, stream, params, nullptr);
+  }
+  CUresult set_attribute(CUfunction f, int attribute, int value) {
+    return engine->change_function(
+        f, {Engine::FunctionChange::Kind::attribute, attribute, value}, [&] {
+          return mock.api.cuFuncSetAttribute(f, static_cast<CUfunction_attribute>(attribute), value);
+        });
+  }
+  // Runs set_attribute on another thread; true when it returned before the gate opened.
+  bool set_returns_while_shut(CUfunction f, int attribute, int value) {
+    auto set = std::async(std::launch::async, [&] { return set_attribute(f, attribute, value); });
+    const bool returned = set.wait_for(50ms) == std::future_status::ready;
+    gate->set_open(true);
+    EXPECT_EQ(set.get(), CUDA_SUCCESS);
+    return returned;
+  }
+  CUresult sync(CUstream stream) {
+    return engine->synchronize_stream(StreamAbi::legacy, mock.api.cuStreamSynchronize, stream);
+  }
+};
+
+// The failure found on an H200 with cuDNN's batch-norm kernels: the limit of dynamic shared memory
+// is set before each launch, and a held launch is checked against it when it is submitted.
+TEST_F(FunctionStateTest, TheMockRejectsAHeldLaunchWhoseLimitWasLoweredBehindIt) {
+  ASSERT_EQ(set_attribute(kOneParam, kMaxShared, 51200), CUDA_SUCCESS);
+  gate->set_open(false);
+  ASSERT_EQ(launch_shared(kBlocking, 1, 51200), CUDA_SUCCESS);  // held
+  // The driver sees the lower limit before the held launch: what the shim did before the fix.
+  ASSERT_EQ(mock.api.cuFuncSetAttribute(kOneParam, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                        14336),
+            CUDA_SUCCESS);
+  gate->set_open(true);
+  EXPECT_EQ(sync(kBlocking), CUDA_ERROR_INVALID_VALUE);
+  EXPECT_EQ(mock.values("rejected"), (std::vector<std::uint64_t>{1}));
+}
+
+TEST_F(FunctionStateTest, LoweringTheLimitWaitsForHeldLaunchesThatNeedMore) {
+  ASSERT_EQ(set_attribute(kOneParam, kMaxShared, 51200), CUDA_SUCCESS);
+  gate->set_open(false);
+  ASSERT_EQ(launch_shared(kBlocking, 1, 51200), CUDA_SUCCESS);  // held
+  EXPECT_FALSE(set_returns_while_shut(kOneParam, kMaxShared, 14336));
+  ASSERT_EQ(launch_shared(kBlocking, 2, 14336), CUDA_SUCCESS);
+  EXPECT_EQ(sync(kBlocking), CUDA_SUCCESS);
+  EXPECT_EQ(mock.values("kernel"), (std::vector<std::uint64_t>{1, 2}));
+  EXPECT_EQ(mock.count("rejected"), 0u);
+  const StatsSnapshot s = engine->stats().snapshot();
+  EXPECT_EQ(s.function_changes, 2u);
+  EXPECT_EQ(s.function_change_waits, 1u);
+}
+
+TEST_F(FunctionStateTest, ChangesThatNoHeldLaunchCanNoticeDoNotWait) {
+  ASSERT_EQ(set_attribute(kOneParam, kMaxShared, 14336), CUDA_SUCCESS);
+  gate->set_open(false);
+  ASSERT_EQ(launch_shared(kBlocking, 1, 14336), CUDA_SUCCESS);  // held
+  // Raising the limit cannot break a held launch.
+  EXPECT_TRUE(set_returns_while_shut(kOneParam, kMaxShared, 51200));
+  gate->set_open(false);
+  ASSERT_EQ(launch_shared(kBlocking, 2, 51200), CUDA_SUCCESS);
+  // The current value changes nothing.
+  EXPECT_TRUE(set_returns_while_shut(kOneParam, kMaxShared, 51200));
+  gate->set_open(false);
+  ASSERT_EQ(launch_shared(kBlocking, 3, 1024), CUDA_SUCCESS);
+  // A function with nothing held needs no wait, whatever the change.
+  const CUfunction other = handle<CUfunction>(2);
+  EXPECT_TRUE(set_returns_while_shut(other, kMaxShared, 0));
+  gate->set_open(false);
+  ASSERT_EQ(launch_shared(kBlocking, 4, 0), CUDA_SUCCESS);
+  // Another attribute of a function whose launches are held does wait.
+  EXPECT_FALSE(set_returns_while_shut(kOneParam, CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
+                                      50));
+  EXPECT_EQ(sync(kBlocking), CUDA_SUCCESS);
+  EXPECT_EQ(mock.values("kernel"), (std::vector<std::uint64_t>{1, 2, 3, 4}));
+  EXPECT_EQ(engine->stats().snapshot().function_change_waits, 1u);
+}
+
+TEST_F(FunctionStateTest, CacheConfigurationWaitsOnlyWhenItChanges) {
+  auto set_cache = [&](CUfunc_cache config) {
+    return engine->change_function(
+        kOneParam,
+        {Engine::FunctionChange::Kind::cache_config, 0, static_cast<int>(config)},
+        [&] { return mock.api.cuFuncSetCacheConfig(kOneParam, config); });
+  };
+  ASSERT_EQ(set_cache(CU_FUNC_CACHE_PREFER_SHARED), CUDA_SUCCESS);
+  gate->set_open(false);
+  ASSERT_EQ(launch_shared(kBlocking, 1, 0), CUDA_SUCCESS);
+  ASSERT_EQ(set_cache(CU_FUNC_CACHE_PREFER_SHARED), CUDA_SUCCESS);  // the same: at once
+  EXPECT_EQ(mock.count("cache_config"), 2u);
+  auto change = std::async(std::launch::async, [&] { return set_cache(CU_FUNC_CACHE_PREFER_L1); });
+  EXPECT_EQ(change.wait_for(50ms), std::future_status::timeout);
+  gate->set_open(true);
+  ASSERT_EQ(change.get(), CUDA_SUCCESS);
+  const auto order = trace();
+  ASSERT_EQ(order.size(), 4u);
+  EXPECT_EQ(order[2], "kernel:1");
+  EXPECT_EQ(order[3], "cache_config:" + std::to_string(CU_FUNC_CACHE_PREFER_L1));
+  // What went through is remembered, newest value per slot, for the kernel's twin.
+  ASSERT_EQ(set_attribute(kOneParam, kMaxShared, 4096), CUDA_SUCCESS);
+  const auto changes = engine->function_changes(kOneParam);
+  ASSERT_EQ(changes.size(), 2u);
+  EXPECT_EQ(changes[0].kind, Engine::FunctionChange::Kind::cache_config);
+  EXPECT_EQ(changes[0].value, CU_FUNC_CACHE_PREFER_L1);
+  EXPECT_EQ(changes[1].attribute, kMaxShared);
+  EXPECT_EQ(changes[1].value, 4096);
+}
+
+// cuDNN's pattern under a toggling gate, on several streams: every launch succeeds.
+TEST_F(FunctionStateTest, PerLaunchAttributeChangesKeepEveryLaunchValidWhileTheGateFlips) {
+  std::atomic<bool> stop{false};
+  std::thread flipper([&] {
+    bool open = true;
+    while (!stop) {
+      gate->set_open(open = !open);
+      std::this_thread::sleep_for(200us);
+    }
+  });
+  const CUstream streams[] = {kBlocking, kNonBlocking, kOther};
+  for (std::uint32_t i = 0; i < 300; ++i) {
+    const int shared = i % 2 == 0 ? 14336 : 51200;
+    ASSERT_EQ(set_attribute(kOneParam, kMaxShared, shared), CUDA_SUCCESS);
+    ASSERT_EQ(launch_shared(streams[i % 3], i, static_cast<unsigned>(shared)), CUDA_SUCCESS);
+  }
+  stop = true;
+  flipper.join();
+  gate->set_open(true);
+  engine->drain_all();
+  for (CUstream s : streams) EXPECT_EQ(sync(s), CUDA_SUCCESS);
+  EXPECT_EQ(mock.count("rejected"), 0u);
+  EXPECT_EQ(mock.count("kernel"), 300u);
+}
+
 }  // namespace
 }  // namespace sluice::shim::test

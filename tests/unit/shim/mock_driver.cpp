@@ -48,9 +48,36 @@ std::uint64_t first_param(void** params, void** extra) {
 }
 
 CUresult launch(CUfunction f, unsigned gx, unsigned, unsigned, unsigned, unsigned, unsigned,
-                unsigned, CUstream s, void** params, void** extra) {
-  MockDriver::current().append(entry("kernel", s, first_param(params, extra), gx));
+                unsigned shared, CUstream s, void** params, void** extra) {
+  MockDriver& mock = MockDriver::current();
+  const int limit = mock.attribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                   MockDriver::kDefaultDynamicShared);
+  if (shared > static_cast<unsigned>(limit)) {
+    mock.append(entry("rejected", s, first_param(params, extra), shared));
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  mock.append(entry("kernel", s, first_param(params, extra), gx));
   return raw(f) == MockDriver::kFailing ? CUDA_ERROR_LAUNCH_FAILED : CUDA_SUCCESS;
+}
+
+CUresult func_set_attribute(CUfunction f, CUfunction_attribute attribute, int value) {
+  MockDriver::current().set_attribute(f, attribute, value);
+  MockDriver::current().append(entry("set_attribute", nullptr, static_cast<std::uint64_t>(value),
+                                     static_cast<std::uint64_t>(attribute)));
+  return CUDA_SUCCESS;
+}
+
+CUresult func_get_attribute(int* value, CUfunction_attribute attribute, CUfunction f) {
+  *value = MockDriver::current().attribute(
+      f, attribute,
+      attribute == CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES ? MockDriver::kDefaultDynamicShared
+                                                                   : 0);
+  return CUDA_SUCCESS;
+}
+
+CUresult func_set_cache_config(CUfunction, CUfunc_cache config) {
+  MockDriver::current().append(entry("cache_config", nullptr, static_cast<std::uint64_t>(config)));
+  return CUDA_SUCCESS;
 }
 
 CUresult launch_cooperative(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
@@ -191,6 +218,9 @@ MockDriver::MockDriver() {
   api.cuKernelGetParamInfo = kernel_param_info;
   api.cuFuncGetName = func_get_name;
   api.cuFuncGetModule = func_get_module;
+  api.cuFuncSetAttribute = func_set_attribute;
+  api.cuFuncGetAttribute = func_get_attribute;
+  api.cuFuncSetCacheConfig = func_set_cache_config;
   api.cuMemsetD32Async = memset32;
   api.cuMemsetD32Async_ptsz = memset32;
   api.cuMemcpyHtoDAsync_v2 = htod;
@@ -248,6 +278,17 @@ std::vector<std::uint64_t> MockDriver::values(const std::string& what) const {
 bool MockDriver::is_pinned(std::uintptr_t p) const {
   std::lock_guard lock(mu_);
   return pinned_.count(p) != 0;
+}
+
+int MockDriver::attribute(CUfunction f, int attribute, int fallback) const {
+  std::lock_guard lock(mu_);
+  auto it = attributes_.find({f, attribute});
+  return it == attributes_.end() ? fallback : it->second;
+}
+
+void MockDriver::set_attribute(CUfunction f, int attribute, int value) {
+  std::lock_guard lock(mu_);
+  attributes_[{f, attribute}] = value;
 }
 
 bool MockDriver::stream_flags(CUstream s, unsigned& flags) const {

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <set>
 #include <string>
@@ -63,6 +64,13 @@ class MockDriver {
     std::lock_guard lock(mu_);
     flags_.emplace_back(s, flags);
   }
+  // Function attributes as the mock keeps them; a launch asking for more dynamic shared memory
+  // than CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES allows fails when it is submitted (logged
+  // as "rejected"), as the driver's does.
+  static constexpr int kDefaultDynamicShared = 48 * 1024;
+  int attribute(CUfunction f, int attribute, int fallback) const;
+  void set_attribute(CUfunction f, int attribute, int value);
+
   std::atomic<bool> capturing{false};
   std::atomic<int> event_queries{0};
 
@@ -77,6 +85,7 @@ class MockDriver {
   std::vector<Entry> log_;
   std::set<std::uintptr_t> pinned_;
   std::vector<std::pair<CUstream, unsigned>> flags_;
+  std::map<std::pair<CUfunction, int>, int> attributes_;
 };
 
 // A gate the test opens and shuts, optionally only for some streams or kinds.

@@ -46,6 +46,7 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "sluice/shim/driver_api.h"
 #include "sluice/shim/function_ref.h"
@@ -88,6 +89,7 @@ struct EventState;
 struct HeldOp;
 struct EngineData;
 struct ParamLayout;
+struct KernelRecord;
 
 class Engine final : public GateListener, public KernelCatalog {
  public:
@@ -185,6 +187,31 @@ class Engine final : public GateListener, public KernelCatalog {
   // Submits everything held now, ignoring the gate (process exit). Restores the caller's context.
   void flush() noexcept;
 
+  // ---- function state --------------------------------------------------------------------------
+  // A change of the launch-relevant state of a kernel: a function attribute (cuFuncSetAttribute,
+  // cuKernelSetAttribute), the cache or shared-memory configuration. The driver reads that state
+  // when a launch is submitted, so a change must not reach it before the held launches of the same
+  // kernel that were called earlier: `call` runs once those went out, or at once when none of them
+  // can notice it (nothing of the kernel is held; the value is the current one; a dynamic
+  // shared-memory limit that every held launch fits in). Changes that went through are remembered
+  // and replayed on the kernel's instrumented twin (function_changes()).
+  struct FunctionChange {
+    enum class Kind : std::uint8_t { attribute, cache_config, shared_config };
+    Kind kind = Kind::attribute;
+    int attribute = 0;  // CUfunction_attribute, for Kind::attribute
+    int value = 0;
+  };
+  CUresult change_function(CUfunction func, FunctionChange change, FunctionRef<CUresult()> call);
+  // The same for a CUkernel (cuKernelSetAttribute, cuKernelSetCacheConfig) on `device`: launches
+  // name the kernel itself or a CUfunction that cuKernelGetFunction gave for it.
+  CUresult change_kernel(CUkernel kernel, CUdevice device, FunctionChange change,
+                         FunctionRef<CUresult()> call);
+  // cuKernelGetFunction said that `func` is `kernel` in the current context.
+  void function_of_kernel(CUfunction func, CUkernel kernel);
+  // The changes made so far to `func` (and to the CUkernel it belongs to), oldest first, one per
+  // attribute or configuration.
+  std::vector<FunctionChange> function_changes(CUfunction func);
+
   // ---- module images ---------------------------------------------------------------------------
   // Record the image of a loaded module or library, so its kernels get a stable module hash.
   void module_loaded(CUmodule module, const void* image, std::size_t size);
@@ -234,6 +261,9 @@ class Engine final : public GateListener, public KernelCatalog {
                        CUstream stream);
   const ParamLayout* param_layout(CUfunction func);
   CUresult take_deferred_error(StreamState* state) noexcept;
+  void count_held_launch(HeldOp& op);
+  CUresult change_state(KernelRecord& record, FunctionChange change,
+                        FunctionRef<bool(int&)> current_value, FunctionRef<CUresult()> call);
 
   const DriverApi& driver_;
   const EngineOptions options_;

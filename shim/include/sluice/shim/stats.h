@@ -45,6 +45,8 @@ struct StatsSnapshot {
   std::uint64_t forced_releases =
       0;                         // held past the hold limit and released regardless of the gate
   std::uint64_t sync_waits = 0;  // sync points that had to wait for held work
+  std::uint64_t function_changes = 0;  // attribute and configuration changes of kernels
+  std::uint64_t function_change_waits = 0;  // of which waited for held launches of the kernel
   std::uint64_t deferred_errors = 0;  // held operations the driver refused (reported at a sync)
   std::uint64_t chunked_copies = 0;   // copies split into gated chunks
   std::uint64_t module_loads = 0;     // cuModuleLoad*, cuLibraryLoad*
@@ -70,6 +72,10 @@ struct Stats {  // a struct: gate_factory.h declares it so
   void count_waited() noexcept { waited_ops_.fetch_add(1, std::memory_order_relaxed); }
   void count_forced_release() noexcept { forced_releases_.fetch_add(1, std::memory_order_relaxed); }
   void count_sync_wait() noexcept { sync_waits_.fetch_add(1, std::memory_order_relaxed); }
+  void count_function_change(bool waited) noexcept {
+    function_changes_.fetch_add(1, std::memory_order_relaxed);
+    if (waited) function_change_waits_.fetch_add(1, std::memory_order_relaxed);
+  }
   void count_deferred_error() noexcept { deferred_errors_.fetch_add(1, std::memory_order_relaxed); }
   void count_chunked_copy() noexcept { chunked_copies_.fetch_add(1, std::memory_order_relaxed); }
   void count_module_load() noexcept { module_loads_.fetch_add(1, std::memory_order_relaxed); }
@@ -119,6 +125,8 @@ struct Stats {  // a struct: gate_factory.h declares it so
   Counter waited_ops_{0};
   Counter forced_releases_{0};
   Counter sync_waits_{0};
+  Counter function_changes_{0};
+  Counter function_change_waits_{0};
   Counter deferred_errors_{0};
   Counter chunked_copies_{0};
   Counter module_loads_{0};
