@@ -231,6 +231,21 @@ CUresult apply_effect(const Op& op, const EffectPlan& plan) {
   return CUDA_SUCCESS;
 }
 
+bool slow_effect(const Op& op, const EffectPlan& plan) {
+  constexpr std::uint64_t kSlowBytes = 64 * 1024;
+  if (plan.skip) return false;
+  if (plan.host.fn != nullptr) return true;
+  if (const auto* kernel = std::get_if<KernelWork>(&op.spec.work)) {
+    switch (kernel->desc->op) {
+      case KernelOp::fill_u32: return kernel_param(*kernel, 2) * 4 >= kSlowBytes;
+      case KernelOp::affine_u32: return kernel_param(*kernel, 3) * 4 >= kSlowBytes;
+      case KernelOp::copy: return kernel_param(*kernel, 2) >= kSlowBytes;
+      default: return false;
+    }
+  }
+  return op.spec.bytes >= kSlowBytes;  // copies and memsets
+}
+
 CUresult run_mem_write(Driver& drv, const MemWriteWork& write) {
   if (!device_accessible(drv, write.address, write.wide ? 8 : 4)) return CUDA_ERROR_ILLEGAL_ADDRESS;
   if (write.wide) {

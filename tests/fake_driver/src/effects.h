@@ -33,6 +33,10 @@ struct EffectPlan {
 CUresult prepare_effect(Driver& drv, const Op& op, EffectPlan& plan);
 CUresult apply_effect(const Op& op, const EffectPlan& plan);
 
+// True when applying the effect may take the host long (large copies, memsets and builtin ops,
+// host kernels): the executor hands such effects to its effect worker instead of running them.
+bool slow_effect(const Op& op, const EffectPlan& plan);
+
 // Reads parameter `index` of a kernel's parameter buffer as an unsigned integer (at most 8 bytes).
 std::uint64_t kernel_param(const KernelWork& kernel, std::size_t index);
 

@@ -320,6 +320,7 @@ void Executor::pump(std::unique_lock<std::mutex>& lock) {
 }
 
 bool Executor::finish_due(std::unique_lock<std::mutex>& lock) {
+  bool changed = complete_worker_effects();
   const std::uint64_t now = now_ns();
   std::vector<OpPtr> due;
   for (auto it = running_.begin(); it != running_.end();) {
@@ -334,37 +335,70 @@ bool Executor::finish_due(std::unique_lock<std::mutex>& lock) {
       ++it;
     }
   }
-  if (due.empty()) return false;
+  if (due.empty()) return changed;
 
-  std::vector<EffectPlan> plans(due.size());
-  std::vector<CUresult> results(due.size(), CUDA_SUCCESS);
-  for (std::size_t i = 0; i < due.size(); ++i) {
-    Op& op = *due[i];
-    if (op.ctx->sticky != CUDA_SUCCESS) {
-      results[i] = op.ctx->sticky;
-      plans[i].skip = true;
-      continue;
+  std::vector<PendingEffect> here;
+  for (OpPtr& op : due) {
+    PendingEffect effect{std::move(op), {}, CUDA_SUCCESS};
+    const auto* kernel = std::get_if<KernelWork>(&effect.op->spec.work);
+    if (effect.op->ctx->sticky != CUDA_SUCCESS) {
+      effect.result = effect.op->ctx->sticky;
+    } else if (kernel != nullptr && kernel->inject != CUDA_SUCCESS) {
+      effect.result = kernel->inject;
+    } else {
+      effect.result = prepare_effect(drv_, *effect.op, effect.plan);
     }
-    if (const auto* kernel = std::get_if<KernelWork>(&op.spec.work); kernel && kernel->inject != CUDA_SUCCESS) {
-      results[i] = kernel->inject;
-      plans[i].skip = true;
-      continue;
+    effect.plan.skip = effect.plan.skip || effect.result != CUDA_SUCCESS;
+    if (slow_effect(*effect.op, effect.plan)) {
+      effects_to_apply_.push_back(std::move(effect));
+    } else {
+      here.push_back(std::move(effect));
     }
-    results[i] = prepare_effect(drv_, op, plans[i]);
-    if (results[i] != CUDA_SUCCESS) plans[i].skip = true;
+  }
+  if (!effects_to_apply_.empty()) {
+    if (!effect_worker_started_) {
+      effect_worker_started_ = true;
+      std::thread([this] { run_effects(); }).detach();
+    }
+    effects_ready_.notify_one();
   }
   lock.unlock();
-  for (std::size_t i = 0; i < due.size(); ++i) {
-    if (!plans[i].skip) results[i] = apply_effect(*due[i], plans[i]);
+  for (PendingEffect& effect : here) {
+    if (!effect.plan.skip) effect.result = apply_effect(*effect.op, effect.plan);
   }
   lock.lock();
-  for (std::size_t i = 0; i < due.size(); ++i) {
-    Op& op = *due[i];
-    complete_op(drv_, op, results[i]);
-    slots_to_release_.push_back(op.slot);
-    op.slot = -1;
+  for (PendingEffect& effect : here) {
+    complete_op(drv_, *effect.op, effect.result);
+    slots_to_release_.push_back(effect.op->slot);
+    effect.op->slot = -1;
   }
   return true;
+}
+
+bool Executor::complete_worker_effects() {
+  if (effects_applied_.empty()) return false;
+  for (PendingEffect& effect : effects_applied_) {
+    complete_op(drv_, *effect.op, effect.result);
+    slots_to_release_.push_back(effect.op->slot);
+    effect.op->slot = -1;
+  }
+  effects_applied_.clear();
+  return true;
+}
+
+void Executor::run_effects() {
+  mark_fake_thread();
+  std::unique_lock lock(drv_.mu);
+  for (;;) {
+    effects_ready_.wait(lock, [&] { return !effects_to_apply_.empty(); });
+    PendingEffect effect = std::move(effects_to_apply_.front());
+    effects_to_apply_.pop_front();
+    lock.unlock();
+    effect.result = apply_effect(*effect.op, effect.plan);
+    lock.lock();
+    effects_applied_.push_back(std::move(effect));
+    device_.board->ring_local();  // the executor completes it
+  }
 }
 
 bool Executor::advance(Stream& stream) {

@@ -11,6 +11,10 @@
 //      operation is already on the board when its predecessor's slot frees (a deep queue keeps its
 //      place against operations submitted after it);
 //   4. published operations start in ticket order when the board allows.
+// Effects that take the host long (large copies and memsets, host kernels) run on a second
+// thread, the effect worker, so the executor keeps starting other operations meanwhile: an
+// operation's slot stays taken until its effect is done, and its modelled times do not change.
+//
 // Between iterations the thread sleeps on the board's doorbell until the next operation is due
 // (sleeping until ~50 us before, then spinning, so short kernels last about their duration), a
 // submission or a remote change rings, or a stream memory wait needs polling.
@@ -21,11 +25,14 @@
 // Thread safety: every member function except the thread body is called under the driver lock.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <vector>
 
+#include "effects.h"
 #include "objects.h"
 
 namespace sluice::fake {
@@ -48,8 +55,16 @@ class Executor {
   void forget(Stream& stream);
 
  private:
+  struct PendingEffect {
+    OpPtr op;
+    EffectPlan plan;
+    CUresult result = CUDA_SUCCESS;
+  };
+
   void ensure_thread();
   void run();
+  void run_effects();
+  bool complete_worker_effects();
   void pump(std::unique_lock<std::mutex>& lock);
   bool finish_due(std::unique_lock<std::mutex>& lock);
   bool advance(Stream& stream);
@@ -64,6 +79,10 @@ class Executor {
   std::vector<OpPtr> published_;
   std::vector<OpPtr> running_;
   std::vector<int> slots_to_release_;
+  bool effect_worker_started_ = false;
+  std::deque<PendingEffect> effects_to_apply_;
+  std::vector<PendingEffect> effects_applied_;
+  std::condition_variable effects_ready_;
   bool polling_ = false;  // a stream memory wait is unsatisfied, or the board was full
   bool blocked_ = false;  // a published operation could not start
   std::uint64_t blocked_since_ns_ = 0;

@@ -1,8 +1,10 @@
 // The device model: tickets served in submission order among ready operations that overlap,
 // green-context partitions, copy and compute engines, kernel durations, deferred device errors.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "support.h"
 
@@ -347,6 +349,51 @@ TEST_F(DeviceModelTest, LaunchesCheckTheirConfigurationAndCopyTheirParameters) {
   EXPECT_CU(CUDA_ERROR_INVALID_CLUSTER_SIZE, cuLaunchKernelEx(&config, reinterpret_cast<CUfunction>(kernel), params, nullptr));
   ASSERT_CU_OK(cuEventDestroy_v2(completed));
   ASSERT_CU_OK(cuLibraryUnload(library));
+}
+
+TEST_F(DeviceModelTest, ASlowEffectDoesNotHoldUpOtherGrids) {
+  // A host kernel whose effect blocks until the test says so, on one green partition; a grid on
+  // the other partition must start and finish meanwhile.
+  static std::atomic<bool> release{false};
+  release = false;
+  ASSERT_EQ(0, sluice_fake_register_kernel("blocking_effect", [](const sluice_fake_launch*, void*) -> int {
+    while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return CUDA_SUCCESS;
+  }, nullptr, 0));
+  CUmodule module = nullptr;
+  ASSERT_CU_OK(cuModuleLoadData(&module, "# sluice fake module v1\nkernel blocking_effect params= op=host\n"));
+  CUfunction blocking = nullptr;
+  ASSERT_CU_OK(cuModuleGetFunction(&blocking, module, "blocking_effect"));
+  CUdevResource device{};
+  ASSERT_CU_OK(cuDeviceGetDevResource(0, &device, CU_DEV_RESOURCE_TYPE_SM));
+  CUdevResource parts[2] = {};
+  unsigned groups = 2;
+  ASSERT_CU_OK(cuDevSmResourceSplitByCount(parts, &groups, &device, nullptr, 0, 64));
+  GreenPartition partitions[2];
+  for (int i = 0; i < 2; ++i) {
+    CUdevResourceDesc desc = nullptr;
+    ASSERT_CU_OK(cuDevResourceGenerateDesc(&desc, &parts[i], 1));
+    ASSERT_CU_OK(cuGreenCtxCreate(&partitions[i].green, desc, 0, CU_GREEN_CTX_DEFAULT_STREAM));
+    ASSERT_CU_OK(cuGreenCtxStreamCreate(&partitions[i].stream, partitions[i].green, CU_STREAM_NON_BLOCKING, 0));
+  }
+  ASSERT_CU_OK(cuLaunchKernel(blocking, 1, 1, 1, 1, 1, 1, 0, partitions[0].stream, nullptr, nullptr));
+  ASSERT_CU_OK(spin(partitions[1].stream, 1'000, 1));
+  CUresult other = CUDA_ERROR_NOT_READY;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (other == CUDA_ERROR_NOT_READY && std::chrono::steady_clock::now() < deadline) {
+    other = cuStreamQuery(partitions[1].stream);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_CU_OK(other);  // finished while the host kernel's effect was still running
+  EXPECT_CU(CUDA_ERROR_NOT_READY, cuStreamQuery(partitions[0].stream));
+  release = true;
+  ASSERT_CU_OK(cuStreamSynchronize(partitions[0].stream));
+  for (auto& partition : partitions) {
+    ASSERT_CU_OK(cuStreamDestroy_v2(partition.stream));
+    ASSERT_CU_OK(cuGreenCtxDestroy(partition.green));
+  }
+  ASSERT_CU_OK(cuModuleUnload(module));
+  sluice_fake_unregister_kernel("blocking_effect");
 }
 
 struct HostKernelState {
