@@ -103,6 +103,14 @@ struct GreenPartition {
   CUstream stream = nullptr;
 };
 
+// A green context and a stream of it on the SM resource `part`.
+void make_partition(CUdevResource& part, GreenPartition& out) {
+  CUdevResourceDesc desc = nullptr;
+  ASSERT_CU_OK(cuDevResourceGenerateDesc(&desc, &part, 1));
+  ASSERT_CU_OK(cuGreenCtxCreate(&out.green, desc, 0, CU_GREEN_CTX_DEFAULT_STREAM));
+  ASSERT_CU_OK(cuGreenCtxStreamCreate(&out.stream, out.green, CU_STREAM_NON_BLOCKING, 0));
+}
+
 TEST_F(DeviceModelTest, GridsOfDisjointGreenPartitionsRunTogether) {
   CUdevResource device{};
   ASSERT_CU_OK(cuDeviceGetDevResource(0, &device, CU_DEV_RESOURCE_TYPE_SM));
@@ -121,10 +129,7 @@ TEST_F(DeviceModelTest, GridsOfDisjointGreenPartitionsRunTogether) {
 
   GreenPartition partitions[2];
   for (int i = 0; i < 2; ++i) {
-    CUdevResourceDesc desc = nullptr;
-    ASSERT_CU_OK(cuDevResourceGenerateDesc(&desc, &parts[i], 1));
-    ASSERT_CU_OK(cuGreenCtxCreate(&partitions[i].green, desc, 0, CU_GREEN_CTX_DEFAULT_STREAM));
-    ASSERT_CU_OK(cuGreenCtxStreamCreate(&partitions[i].stream, partitions[i].green, CU_STREAM_NON_BLOCKING, 0));
+    make_partition(parts[i], partitions[i]);
     CUgreenCtx owner = nullptr;
     ASSERT_CU_OK(cuStreamGetGreenCtx(partitions[i].stream, &owner));
     EXPECT_EQ(partitions[i].green, owner);
@@ -370,12 +375,7 @@ TEST_F(DeviceModelTest, ASlowEffectDoesNotHoldUpOtherGrids) {
   unsigned groups = 2;
   ASSERT_CU_OK(cuDevSmResourceSplitByCount(parts, &groups, &device, nullptr, 0, 64));
   GreenPartition partitions[2];
-  for (int i = 0; i < 2; ++i) {
-    CUdevResourceDesc desc = nullptr;
-    ASSERT_CU_OK(cuDevResourceGenerateDesc(&desc, &parts[i], 1));
-    ASSERT_CU_OK(cuGreenCtxCreate(&partitions[i].green, desc, 0, CU_GREEN_CTX_DEFAULT_STREAM));
-    ASSERT_CU_OK(cuGreenCtxStreamCreate(&partitions[i].stream, partitions[i].green, CU_STREAM_NON_BLOCKING, 0));
-  }
+  for (int i = 0; i < 2; ++i) make_partition(parts[i], partitions[i]);
   ASSERT_CU_OK(cuLaunchKernel(blocking, 1, 1, 1, 1, 1, 1, 0, partitions[0].stream, nullptr, nullptr));
   ASSERT_CU_OK(spin(partitions[1].stream, 1'000, 1));
   CUresult other = CUDA_ERROR_NOT_READY;
