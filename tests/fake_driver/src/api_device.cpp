@@ -309,9 +309,14 @@ FAKE_ENTRY_TWO_ABIS(cuDevicePrimaryCtxReset_v2, cuDevicePrimaryCtxReset, (CUdevi
   Device* device = nullptr;
   if (CUresult status = device_from_ordinal(drv, dev, device)) return status;
   std::unique_lock lock(drv.mu);
-  if (device->primary != nullptr && device->primary->active) {
-    device->primary->primary_refs = 0;
-    tear_down_context(drv, lock, *device->primary);
+  Context* ctx = device->primary;
+  if (ctx == nullptr || !ctx->active) return CUDA_SUCCESS;
+  // Everything the context owns goes; whoever retained it keeps a fresh, usable context and still
+  // releases it as usual.
+  tear_down_context(drv, lock, *ctx);
+  if (ctx->primary_refs > 0) {
+    ctx->active = true;
+    ctx->legacy = create_stream(drv, *ctx, CU_STREAM_DEFAULT, 0, StreamRole::legacy);
   }
   return CUDA_SUCCESS;
 })

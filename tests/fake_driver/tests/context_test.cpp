@@ -66,6 +66,11 @@ TEST(Context, PrimaryContextIsRetainedReleasedAndReset) {
   ASSERT_CU_OK(cuCtxSetCurrent(a));
   CUdeviceptr memory = 0;
   ASSERT_CU_OK(cuMemAlloc_v2(&memory, 64));
+  // A reset frees everything but leaves the retained context usable.
+  ASSERT_CU_OK(cuDevicePrimaryCtxReset_v2(0));
+  unsigned type = 0;
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, cuPointerGetAttribute(&type, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, memory));
+  ASSERT_CU_OK(cuMemAlloc_v2(&memory, 64));
   ASSERT_CU_OK(cuDevicePrimaryCtxRelease_v2(0));
   ASSERT_CU_OK(cuDevicePrimaryCtxGetState(0, &flags, &active));
   EXPECT_EQ(1, active);  // one reference left
@@ -74,7 +79,6 @@ TEST(Context, PrimaryContextIsRetainedReleasedAndReset) {
   EXPECT_EQ(0, active);
   EXPECT_CU(CUDA_ERROR_INVALID_CONTEXT, cuDevicePrimaryCtxRelease_v2(0));
   EXPECT_CU(CUDA_ERROR_INVALID_CONTEXT, cuMemAlloc_v2(&memory, 64));  // still current, but inactive
-  unsigned type = 0;
   EXPECT_CU(CUDA_ERROR_INVALID_VALUE, cuPointerGetAttribute(&type, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, memory));
   ASSERT_CU_OK(cuCtxSetCurrent(nullptr));
 }

@@ -33,11 +33,9 @@ bool masks_disjoint(const sluice_fake_trace_record& a, const sluice_fake_trace_r
 
 class DeviceModelTest : public FakeDriverTest {
  protected:
-  // cuDevicePrimaryCtxReset after a sticky fault, then the fixture's context and module again.
+  // cuDevicePrimaryCtxReset after a sticky fault, then the fixture's module again.
   void reset_context() {
-    ASSERT_CU_OK(cuDevicePrimaryCtxReset_v2(0));
-    ASSERT_CU_OK(cuDevicePrimaryCtxRetain(&ctx_, 0));
-    ASSERT_CU_OK(cuCtxSetCurrent(ctx_));
+    ASSERT_CU_OK(cuDevicePrimaryCtxReset_v2(0));  // the fixture still holds its retain
     ASSERT_CU_OK(cuModuleLoadData(&module_, kTestModule));
   }
 };
