@@ -27,12 +27,28 @@ namespace {
 // The engine whose release thread this is (nullptr on every other thread).
 thread_local const Engine* t_release_thread_of = nullptr;
 
+std::atomic<std::uint64_t> g_next_engine_id{1};
+
+// The calling thread's context and its device, as last read from the driver, and what they were
+// read under. Initial-exec TLS: read on the launch path of a preloaded library, where the general
+// model would call __tls_get_addr.
+struct CachedContext {
+  std::uint64_t engine = 0;
+  std::uint64_t switches = 0;  // t_context_switches when read
+  std::uint64_t epoch = 0;     // Engine::context_epoch_ when read
+  CUcontext ctx = nullptr;
+  std::int32_t device = -1;
+};
+__attribute__((tls_model("initial-exec"))) thread_local CachedContext t_context;
+__attribute__((tls_model("initial-exec"))) thread_local std::uint64_t t_context_switches = 0;
+
 }  // namespace
 
 Engine::Engine(const DriverApi& driver, EngineOptions options)
     : driver_(driver),
       options_(options),
       gate_(&open_gate_),
+      id_(g_next_engine_id.fetch_add(1, std::memory_order_relaxed)),
       data_(std::make_unique<EngineData>()) {
   StreamState& legacy = data_->legacy;
   legacy.legacy = true;
@@ -149,27 +165,51 @@ CUcontext Engine::current_context() const noexcept {
   return ctx;
 }
 
-// The device of a named stream is known from its creation; the default streams belong to the
-// calling thread's current context, whose device is cached per thread.
-std::int32_t Engine::device_of(const Route& route) {
-  if (route.state != nullptr && !route.state->legacy)
-    return route.state->device.load(std::memory_order_relaxed);
-  struct Cached {
-    const Engine* engine = nullptr;
-    CUcontext ctx = nullptr;
-    std::int32_t device = -1;
-  };
-  thread_local Cached cached;
-  CUcontext ctx = current_context();
-  if (cached.engine != this || cached.ctx != ctx) {
+void Engine::context_switched() noexcept {
+  ++t_context_switches;
+}
+
+void Engine::contexts_changed() noexcept {
+  context_epoch_.fetch_add(1, std::memory_order_acq_rel);
+}
+
+// The calling thread's current context and its device. When every context switch is reported,
+// the pair is read from the driver once per switch; otherwise the context is asked for each time
+// (the device only when the context differs from the last one).
+Engine::ThreadContext Engine::thread_context() {
+  CachedContext& cached = t_context;
+  const std::uint64_t epoch = context_epoch_.load(std::memory_order_acquire);
+  const bool fresh = cached.engine == id_ && cached.epoch == epoch;
+  if (options_.context_switches_reported && fresh && cached.switches == t_context_switches) {
+    return {cached.ctx, cached.device};
+  }
+  const CUcontext ctx = current_context();
+  if (!fresh || cached.ctx != ctx || ctx == nullptr) {
     CUdevice device = -1;
     if (ctx == nullptr || driver_.cuCtxGetDevice == nullptr ||
         driver_.cuCtxGetDevice(&device) != CUDA_SUCCESS) {
       device = -1;
     }
-    cached = {this, ctx, device};
+    cached = {id_, 0, epoch, ctx, device};
   }
-  return cached.device;
+  cached.switches = t_context_switches;
+  return {cached.ctx, cached.device};
+}
+
+// The device of a named stream is known from its creation; the default streams belong to the
+// calling thread's current context.
+std::int32_t Engine::device_of(const Route& route) {
+  if (route.state != nullptr && !route.state->legacy)
+    return route.state->device.load(std::memory_order_relaxed);
+  return thread_context().device;
+}
+
+// Fills the costly fields of `desc` that `fields` (GateNeeds bits) asks for and it lacks.
+void Engine::describe(OpDesc& desc, const Route& route, std::uint32_t fields) {
+  if ((fields & kNeedSeq) != 0 && desc.seq == 0)
+    desc.seq = seq_.fetch_add(1, std::memory_order_relaxed) + 1;
+  if ((fields & kNeedCallTime) != 0 && desc.call_ns == 0) desc.call_ns = now_ns();
+  if ((fields & kNeedDevice) != 0 && desc.device < 0) desc.device = device_of(route);
 }
 
 // ---- submission
@@ -179,9 +219,7 @@ CUresult Engine::submit(const Call& call) {
   const Route r = route(call.abi, call.stream);
   EventState* event = call.event != nullptr ? event_state(call.event) : nullptr;
   OpDesc desc = call.desc;
-  desc.seq = seq_.fetch_add(1, std::memory_order_relaxed) + 1;
   desc.stream = r.canonical;
-  desc.call_ns = now_ns();
   const bool is_quiet = quiet(r, event);
   if (r.lane == Route::Lane::passthrough || (is_quiet && capture_active())) {
     // Captured work is recorded, not run; an unknown handle is the driver's to reject.
@@ -190,11 +228,13 @@ CUresult Engine::submit(const Call& call) {
     if (result != CUDA_SUCCESS) stats_.count_failed(desc.kind);
     return result;
   }
-  desc.device = device_of(r);
   Gate& g = gate();
-  if (is_quiet && g.admit(desc)) return submit_inline(g, desc, call);
+  const std::uint32_t needs = g.needs();
+  describe(desc, r, needs);
+  if (is_quiet && g.admit(desc)) return submit_inline(g, needs, desc, call);
+  describe(desc, r, kNeedAll);  // held or waiting work: the gate and the hold limit read them all
   if (r.lane == Route::Lane::queued) {
-    desc.ctx = current_context();
+    desc.ctx = thread_context().ctx;
     if (desc.ctx != nullptr) {  // without a context the driver must answer the call now
       SubmitFn held = call.make_held();
       if (held) return hold(*r.state, event, desc, std::move(held), call);
@@ -203,10 +243,12 @@ CUresult Engine::submit(const Call& call) {
   return submit_waiting(r, event, desc, call);
 }
 
-CUresult Engine::submit_inline(Gate& g, const OpDesc& desc, const Call& call) {
-  g.before_submit(desc);
+CUresult Engine::submit_inline(Gate& g, std::uint32_t needs, const OpDesc& desc,
+                               const Call& call) {
+  const bool callbacks = (needs & kNeedSubmitCallbacks) != 0;
+  if (callbacks) g.before_submit(desc);
   const CUresult result = call.submit_now(call.stream);
-  g.on_submit(desc, result);
+  if (callbacks) g.on_submit(desc, result);
   stats_.count_inline(desc.kind);
   if (result != CUDA_SUCCESS) stats_.count_failed(desc.kind);
   return result;
@@ -235,7 +277,7 @@ CUresult Engine::submit_waiting(const Route& r, EventState* event, const OpDesc&
                             op_kind_name(desc.kind), options_.max_hold_ns / 1000000, gate().name());
     return true;
   });
-  return submit_inline(gate(), desc, call);
+  return submit_inline(gate(), kNeedAll, desc, call);
 }
 
 // What a call on `r` must follow besides the earlier calls of its own queue: the legacy-stream

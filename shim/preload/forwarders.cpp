@@ -22,15 +22,19 @@ namespace sluice::shim::preload {
   }
 #define SLUICE_EMIT_META SLUICE_EMIT_FORWARD
 
-#define SLUICE_EMIT_SYNC(name, stream, params, args) \
-  SLUICE_EXPORT CUresult name params {               \
-    return guarded(                                  \
-        Sym::name, &DriverApi::name,                 \
-        [&](Runtime& sluice_rt_, auto sluice_fn_) {  \
-          sluice_rt_.engine->drain_all();            \
-          return sluice_fn_ args;                    \
-        },                                           \
-        SLUICE_STRAIGHT(args));                      \
+#define SLUICE_EMIT_SYNC(name, stream, params, args)                                   \
+  SLUICE_EXPORT CUresult name params {                                                 \
+    return guarded(                                                                    \
+        Sym::name, &DriverApi::name,                                                   \
+        [&](Runtime& sluice_rt_, auto sluice_fn_) {                                    \
+          sluice_rt_.engine->drain_all();                                              \
+          const CUresult sluice_result_ = sluice_fn_ args;                             \
+          if constexpr (ends_context(sym_base(Sym::name))) {                           \
+            sluice_rt_.engine->contexts_changed();                                     \
+          }                                                                            \
+          return sluice_result_;                                                       \
+        },                                                                             \
+        SLUICE_STRAIGHT(args));                                                        \
   }
 
 // (Names in the envelopes start with sluice_ so that they never shadow a driver parameter.)

@@ -29,6 +29,18 @@ inline constexpr bool works_without_driver(Sym sym) {
 
 CUresult no_driver(Runtime* rt, Sym sym) noexcept;
 
+// Entry points after which the calling thread's current context may be another one.
+inline constexpr bool switches_context(std::string_view base) {
+  return base == "cuCtxSetCurrent" || base == "cuCtxPushCurrent" || base == "cuCtxPopCurrent" ||
+         base == "cuCtxCreate" || base == "cuGLCtxCreate" || base == "cuVDPAUCtxCreate";
+}
+
+// Entry points after which a context handle may name another context (all of them `sync`).
+inline constexpr bool ends_context(std::string_view base) {
+  return base == "cuCtxDestroy" || base == "cuDevicePrimaryCtxRelease" ||
+         base == "cuDevicePrimaryCtxReset" || base == "cuGreenCtxDestroy";
+}
+
 // Runs `body(runtime, real_fn)`; on an exception, `fallback(real_fn)`.
 template <typename Fn, typename Body, typename Fallback>
 CUresult guarded(Sym sym, Fn DriverApi::*member, Body&& body, Fallback&& fallback) {
@@ -83,7 +95,11 @@ CUresult hooked(Runtime& rt, Fn fn, A... a) {
   constexpr StreamAbi abi = abi_of(S);
   Engine& e = *rt.engine;
   auto call = [&] { return fn(a...); };
-  if constexpr (base == "cuInit") {
+  if constexpr (switches_context(base)) {
+    const CUresult result = call();
+    e.context_switched();
+    return result;
+  } else if constexpr (base == "cuInit") {
     return init(rt, fn, a...);
   } else if constexpr (base == "cuGetProcAddress") {
     if constexpr (sizeof...(A) == 5) {

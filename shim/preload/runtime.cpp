@@ -33,6 +33,7 @@ bool g_gate_selected_before_fork = false;  // the child selects its own gate at 
 
 EngineOptions engine_options() {
   EngineOptions options;
+  options.context_switches_reported = true;  // every context-switching entry point is a hook
   auto max_hold_ms = env::get_u64("SLUICE_MAX_HOLD_MS", options.max_hold_ns / 1000000);
   if (max_hold_ms) {
     options.max_hold_ns = *max_hold_ms * 1000000;

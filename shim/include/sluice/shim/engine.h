@@ -66,6 +66,10 @@ struct EngineOptions {
   // How long waiting threads sleep between re-examinations when nothing wakes them (a gate should
   // call gate_changed(); this bounds the damage when one does not).
   std::uint64_t poll_ns = 2ull * 1000 * 1000;
+  // True when every change of a thread's current context is reported (context_switched(),
+  // contexts_changed()), as the preloaded shim does: the engine then caches each thread's context
+  // and device instead of asking the driver on calls that need them.
+  bool context_switches_reported = false;
 };
 
 // What a held call runs when it is released: the driver call on the given stream. The stream is
@@ -107,6 +111,12 @@ class Engine final : public GateListener, public KernelCatalog {
 
   // GateListener: held work may be admissible now.
   void gate_changed() noexcept override;
+
+  // The calling thread's current context may have changed (cuCtxSetCurrent, push, pop, create).
+  void context_switched() noexcept;
+  // A context ended (destroy, primary context release or reset): its handle may come back as
+  // another context, on any thread.
+  void contexts_changed() noexcept;
 
   // KernelCatalog: identity of a kernel (lock-free after its first sighting).
   const KernelInfo* find(CUfunction func) noexcept override;
@@ -232,8 +242,14 @@ class Engine final : public GateListener, public KernelCatalog {
   StreamState* register_unknown(CUstream stream);
   EventState* event_state(CUevent event);
   bool quiet(const Route& route, const EventState* event) const noexcept;
+  struct ThreadContext {
+    CUcontext ctx = nullptr;
+    std::int32_t device = -1;
+  };
+  ThreadContext thread_context();
   std::int32_t device_of(const Route& route);
-  CUresult submit_inline(Gate& gate, const OpDesc& desc, const Call& call);
+  void describe(OpDesc& desc, const Route& route, std::uint32_t fields);
+  CUresult submit_inline(Gate& gate, std::uint32_t needs, const OpDesc& desc, const Call& call);
   CUresult submit_waiting(const Route& route, EventState* event, const OpDesc& desc,
                           const Call& call);
   CUresult hold(StreamState& state, EventState* event, const OpDesc& desc, SubmitFn submit,
@@ -270,8 +286,11 @@ class Engine final : public GateListener, public KernelCatalog {
   OpenGate open_gate_;
   std::atomic<Gate*> gate_;
   Stats stats_;
-  std::atomic<std::uint64_t> seq_{0};
+  const std::uint64_t id_;  // tells engines apart in thread-local caches
   std::atomic<int> capture_active_{0};
+  std::atomic<std::uint64_t> context_epoch_{0};  // contexts_changed() calls
+  // Written on every call when the gate asks for sequence numbers: a line of its own.
+  alignas(64) std::atomic<std::uint64_t> seq_{0};
   std::unique_ptr<EngineData>
       data_;  // queues, events, kernels, release thread (core/engine_data.h)
 };

@@ -42,12 +42,22 @@ inline bool op_uses_gpu(OpKind kind) {
          kind == OpKind::graph;
 }
 
+// The fields of OpDesc that cost time on every call; the engine fills them only for a gate that
+// reads them (Gate::needs()), and always for held work.
+enum GateNeeds : std::uint32_t {
+  kNeedSeq = 1u << 0,               // OpDesc::seq
+  kNeedCallTime = 1u << 1,          // OpDesc::call_ns
+  kNeedDevice = 1u << 2,            // OpDesc::device
+  kNeedSubmitCallbacks = 1u << 3,   // before_submit() and on_submit() for inline work
+  kNeedAll = (1u << 4) - 1,
+};
+
 // What the gate and the daemon learn about one operation. Filled on the launching thread.
 struct OpDesc {
-  std::uint64_t seq = 0;      // per-process, increasing in submission-call order
+  std::uint64_t seq = 0;      // per-process, increasing in submission-call order (kNeedSeq)
   CUstream stream = nullptr;  // as the application named it; CU_STREAM_LEGACY for the legacy stream
   CUcontext ctx = nullptr;    // current context at the call (filled only for held work)
-  std::int32_t device = -1;   // device ordinal of the stream's context, -1 when not known yet
+  std::int32_t device = -1;   // device ordinal of the stream's context, -1 when not known (kNeedDevice)
   OpKind kind = OpKind::kernel;
   bool cooperative = false;
   CUfunction func = nullptr;  // kernels only; may be a CUkernel handle
@@ -55,7 +65,7 @@ struct OpDesc {
   std::uint32_t block[3] = {0, 0, 0};
   std::uint32_t shared_mem = 0;
   std::uint64_t bytes = 0;    // copies and memsets
-  std::uint64_t call_ns = 0;  // monotonic time of the application's call
+  std::uint64_t call_ns = 0;  // monotonic time of the application's call (kNeedCallTime)
 };
 
 // What the engine knows about a kernel: a stable identity (module hash and name) that the shim and
@@ -113,6 +123,11 @@ class Gate {
 
   // A short name for logs and statistics ("open", "daemon", "toggle").
   virtual const char* name() const noexcept = 0;
+
+  // Which of the costly OpDesc fields and callbacks the gate uses (GateNeeds bits). Work the engine
+  // holds always has every field; inline work only those asked for. Must be constant for the
+  // gate's lifetime.
+  virtual std::uint32_t needs() const noexcept { return kNeedAll; }
 };
 
 // The default: admits everything.
@@ -120,6 +135,7 @@ class OpenGate final : public Gate {
  public:
   bool admit(const OpDesc&) noexcept override { return true; }
   const char* name() const noexcept override { return "open"; }
+  std::uint32_t needs() const noexcept override { return 0; }
 };
 
 }  // namespace sluice::shim

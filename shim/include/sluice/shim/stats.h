@@ -31,7 +31,9 @@ struct ShardCache {
   std::uint64_t owner = 0;
   void* shard = nullptr;
 };
-inline thread_local ShardCache t_shard_cache;
+// Initial-exec TLS: counted on the launch path of a preloaded library, where the general model
+// would call __tls_get_addr.
+__attribute__((tls_model("initial-exec"))) inline thread_local ShardCache t_shard_cache;
 }  // namespace detail
 
 inline constexpr std::size_t kOpKinds = static_cast<std::size_t>(OpKind::kCount);

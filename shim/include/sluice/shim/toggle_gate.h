@@ -26,6 +26,7 @@ class ToggleGate final : public Gate {
 
   bool admit(const OpDesc&) noexcept override { return open_.load(std::memory_order_acquire); }
   const char* name() const noexcept override { return "toggle"; }
+  std::uint32_t needs() const noexcept override { return 0; }
 
   bool is_open() const noexcept { return open_.load(std::memory_order_acquire); }
   std::uint64_t flips() const noexcept { return flips_.load(std::memory_order_relaxed); }
