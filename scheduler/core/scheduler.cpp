@@ -1,6 +1,7 @@
 #include "sluice/scheduler/scheduler.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 #include "sluice/common/log.h"
@@ -40,6 +41,10 @@ struct Scheduler::Link {
   std::uint64_t grant_ns = 0;
   bool solo = false;
   GateMode mode = GateMode::open;
+  protocol::Route route = protocol::Route::full;
+  std::uint32_t partition_sms = 0;
+  std::uint32_t kill_epoch_sent = 0;
+  std::uint32_t kill_epoch = 0;  // BE: the device's kill epoch when this client was last targeted
   std::deque<Decided> unacked;
   std::uint64_t acked_reserve = 0;
 };
@@ -61,6 +66,7 @@ struct Scheduler::Client {
   std::uint64_t invalid_messages = 0;
   double gpu_share = 0;
   std::uint64_t share_mark_ns = 0;  // completed_ns at the start of the share window
+  std::uint64_t kills = 0;
 
   bool rt() const { return assignment.params.cls == Class::rt; }
   std::uint64_t completed_total() const {
@@ -80,7 +86,47 @@ struct Scheduler::Device {
   bool ever_active = false;
   std::uint64_t rt_idle_since_ns = 0;
   bool dirty = true;
+  // Described by clients (0: unknown).
+  std::uint32_t sm_count = 0;
+  std::uint8_t cc_major = 0, cc_minor = 0;
+  // SM demand of recent RT kernels (blocks, as launched), oldest first.
+  std::deque<std::uint32_t> rt_demand;
+  protocol::Route route = protocol::Route::full;
+  std::uint32_t reserve_sms = 0;
+  std::uint32_t partition_sms = 0;
+  std::uint32_t kill_epoch = 0;
+  std::uint64_t kills = 0;
 };
+
+std::uint32_t sm_demand(const std::uint32_t grid[3], std::uint32_t sm_count) {
+  std::uint64_t blocks = std::uint64_t{grid[0]} * grid[1] * grid[2];
+  return static_cast<std::uint32_t>(std::min<std::uint64_t>(blocks, sm_count));
+}
+
+std::uint32_t choose_reserve_sms(std::uint32_t sm_count, const std::vector<std::uint32_t>& demands, std::uint32_t fixed) {
+  if (sm_count < 2 * kSmGranularity) return 0;
+  std::uint32_t reserve = fixed;
+  if (reserve == 0) {
+    std::vector<std::uint32_t> sorted;
+    sorted.reserve(demands.size());
+    for (std::uint32_t d : demands) sorted.push_back(std::min(d, sm_count));
+    if (!sorted.empty()) {
+      // The nearest-rank percentile: the smallest demand that at least that share of kernels fits.
+      auto rank = static_cast<std::size_t>(std::ceil(kReservePercentile * static_cast<double>(sorted.size())));
+      rank = std::clamp<std::size_t>(rank, 1, sorted.size()) - 1;
+      std::nth_element(sorted.begin(), sorted.begin() + static_cast<std::ptrdiff_t>(rank), sorted.end());
+      reserve = sorted[rank];
+    }
+  }
+  reserve = std::max(reserve, kSmGranularity);
+  reserve = (reserve + kSmGranularity - 1) / kSmGranularity * kSmGranularity;
+  return std::min(reserve, sm_count - kSmGranularity);
+}
+
+std::uint32_t partition_for_reserve(std::uint32_t sm_count, std::uint32_t reserve) {
+  if (reserve == 0 || reserve >= sm_count) return 0;
+  return (sm_count - reserve) / kSmGranularity * kSmGranularity;
+}
 
 Scheduler::Scheduler(SchedulerParams params, std::vector<int> served_devices, SchedulerOutput& output)
     : params_(params), served_devices_(std::move(served_devices)), output_(output) {
@@ -193,6 +239,12 @@ void Scheduler::reassign(ClientId id, const Assignment& assignment, bool overrid
   flush(now);
 }
 
+void Scheduler::set_sharing_mode(protocol::SharingMode mode, std::uint64_t now) {
+  sharing_mode_ = mode;
+  for (auto& [ordinal, dev] : devices_) dev->dirty = true;
+  flush(now);
+}
+
 void Scheduler::set_params(const SchedulerParams& params, std::uint64_t now) {
   params_ = params;
   for (auto& [id, client] : clients_) {
@@ -268,6 +320,11 @@ void Scheduler::on_op(Client& client, const protocol::OpMsg& op, std::uint64_t n
   bool was_busy = client.rt() && rt_busy(l, now);
   if (op.seq > l.last_op_seq) l.last_op_seq = op.seq;
   if (client.rt()) {
+    if (op.kind == OpKind::kernel) {
+      std::uint64_t blocks = std::uint64_t{op.grid[0]} * op.grid[1] * op.grid[2];
+      dev.rt_demand.push_back(static_cast<std::uint32_t>(std::min<std::uint64_t>(blocks, protocol::kMaxSms)));
+      if (dev.rt_demand.size() > kRtDemandWindow) dev.rt_demand.pop_front();
+    }
     if (!was_busy) {
       l.busy_since_ns = now;
       update_mode(dev, now);
@@ -304,6 +361,12 @@ void Scheduler::on_status(Client& client, const protocol::StatusMsg& status, std
   }
   if (!served(ordinal)) return;
   Device& dev = device(ordinal);
+  if (status.sm_count != 0 && status.sm_count != dev.sm_count) {
+    dev.sm_count = status.sm_count;
+    dev.cc_major = status.cc_major;
+    dev.cc_minor = status.cc_minor;
+    dev.dirty = true;
+  }
   Link& l = link(client, ordinal);
   bool was_busy = client.rt() && rt_busy(l, now);
   l.inflight_ns = status.inflight_ns;
@@ -369,6 +432,7 @@ void Scheduler::update_mode(Device& dev, std::uint64_t now) {
     }
   }
   if (active) {
+    if (!dev.rt_active) order_kills(dev);
     dev.rt_active = true;
     dev.ever_active = true;
   } else if (dev.rt_active) {
@@ -472,13 +536,72 @@ std::vector<Scheduler::Client*> Scheduler::sharing_order(int ordinal) {
   return order;
 }
 
+// RT arrives on a device: BE work in flight beyond the budget is what RT would wait behind. Each
+// BE client whose rule allows kill and that has work in flight there gets the next epoch.
+void Scheduler::order_kills(Device& dev) {
+  std::uint64_t inflight = 0;
+  std::vector<Link*> targets;
+  for (auto& [id, client] : clients_) {
+    if (client->rt()) continue;
+    auto it = client->links.find(dev.ordinal);
+    if (it == client->links.end()) continue;
+    inflight = sat_add(inflight, it->second.inflight_ns);
+    if (client->assignment.params.kill && it->second.inflight_ns > 0) targets.push_back(&it->second);
+  }
+  if (inflight <= params_.be_budget_ns || targets.empty()) return;
+  ++dev.kill_epoch;
+  for (auto& [id, client] : clients_) {
+    if (client->rt()) continue;
+    auto it = client->links.find(dev.ordinal);
+    if (it == client->links.end() || std::find(targets.begin(), targets.end(), &it->second) == targets.end()) continue;
+    it->second.kill_epoch = dev.kill_epoch;
+    ++client->kills;
+    ++dev.kills;
+    ++counters_.kills;
+  }
+  dev.dirty = true;
+  log::debug("device {}: RT arrived with {} us of BE work in flight; kill epoch {} for {} clients", dev.ordinal,
+             inflight / 1000, dev.kill_epoch, targets.size());
+}
+
+std::uint32_t Scheduler::device_sms(const Device& dev) const {
+  if (dev.sm_count != 0) return dev.sm_count;
+  return params_.sm_count != 0 ? params_.sm_count : kDefaultSmCount;
+}
+
+// Where BE work of a device runs now: a partition while the device is shut in mps mode.
+Scheduler::Placement Scheduler::placement(Device& dev) {
+  Placement where;
+  if (sharing_mode_ == protocol::SharingMode::mps && dev.mode == GateMode::shut) {
+    std::uint32_t sms = device_sms(dev);
+    std::vector<std::uint32_t> demands(dev.rt_demand.begin(), dev.rt_demand.end());
+    std::uint32_t reserve = choose_reserve_sms(sms, demands, params_.reserve_sms);
+    std::uint32_t partition = partition_for_reserve(sms, reserve);
+    if (partition > 0) {
+      where.route = protocol::Route::partition;
+      where.partition_sms = partition;
+      dev.reserve_sms = sms - partition;
+    }
+  }
+  if (where.route == protocol::Route::full) dev.reserve_sms = 0;
+  if (where.route != dev.route || where.partition_sms != dev.partition_sms) {
+    ++counters_.route_changes;
+    log::debug("device {}: best-effort route {} ({} SMs)", dev.ordinal,
+               where.route == protocol::Route::partition ? "partition" : "full", where.partition_sms);
+  }
+  dev.route = where.route;
+  dev.partition_sms = where.partition_sms;
+  return where;
+}
+
 void Scheduler::allocate(Device& dev, std::uint64_t now) {
   (void)now;
   const int ordinal = dev.ordinal;
   const std::uint64_t budget = dev.mode == GateMode::shut ? params_.be_budget_ns : params_.idle_budget_ns;
+  const Placement where = placement(dev);
   std::vector<Client*> order = sharing_order(ordinal);
   if (budget == kUnlimited) {
-    for (Client* c : order) send_grant(*c, link(*c, ordinal), ordinal, kUnlimited, false, dev.mode);
+    for (Client* c : order) send_grant(*c, link(*c, ordinal), ordinal, kUnlimited, false, dev.mode, where);
     return;
   }
   // What each client may occupy whatever is decided now: the largest grant it may still follow
@@ -532,7 +655,7 @@ void Scheduler::allocate(Device& dev, std::uint64_t now) {
   }
   for (std::size_t i = 0; i < order.size(); ++i) {
     bool is_solo = i == solo;
-    send_grant(*order[i], link(*order[i], ordinal), ordinal, is_solo ? budget : grants[i], is_solo, dev.mode);
+    send_grant(*order[i], link(*order[i], ordinal), ordinal, is_solo ? budget : grants[i], is_solo, dev.mode, where);
   }
 }
 
@@ -571,14 +694,24 @@ void Scheduler::send_default_decision(Client& client) {
   // Devices sluiced does not serve are never gated; devices it will serve but has not seen yet
   // start as an open device would.
   std::uint64_t grant = served_devices_.empty() ? params_.idle_budget_ns : kUnlimited;
-  send_grant(client, client.defaults, protocol::kAllDevices, grant, false, GateMode::open);
+  send_grant(client, client.defaults, protocol::kAllDevices, grant, false, GateMode::open, Placement{});
 }
 
-void Scheduler::send_grant(Client& client, Link& l, int ordinal, std::uint64_t grant, bool solo, GateMode mode) {
-  if (l.sent && l.grant_ns == grant && l.solo == solo && l.mode == mode) return;
+void Scheduler::send_grant(Client& client, Link& l, int ordinal, std::uint64_t grant, bool solo, GateMode mode,
+                           Placement where) {
+  if (l.sent && l.grant_ns == grant && l.solo == solo && l.mode == mode && l.route == where.route &&
+      l.partition_sms == where.partition_sms && l.kill_epoch_sent == l.kill_epoch) {
+    return;
+  }
   protocol::DecisionMsg decision = base_decision(client, ordinal, Class::be, mode);
   decision.grant_ns = grant;
   decision.solo = solo ? 1 : 0;
+  decision.route = where.route;
+  decision.partition_sms = where.partition_sms;
+  decision.kill_epoch = l.kill_epoch;
+  l.route = where.route;
+  l.partition_sms = where.partition_sms;
+  l.kill_epoch_sent = l.kill_epoch;
   decision.marker_ns = grant == kUnlimited ? kOpenMarkerNs : std::max<std::uint64_t>(grant / 4, 10'000);
   l.sent = true;
   l.grant_ns = grant;
@@ -735,6 +868,12 @@ std::vector<ClientView> Scheduler::clients(std::uint64_t now) const {
     }
     if (client->rt()) {
       view.rt_rank = static_cast<int>(std::find(rt.begin(), rt.end(), client.get()) - rt.begin()) + 1;
+    } else {
+      view.kills = client->kills;
+      for (const auto& [ordinal, l] : client->links) {
+        view.kill_epoch = std::max(view.kill_epoch, l.kill_epoch);
+        view.partitioned = view.partitioned || (l.sent && l.route == protocol::Route::partition);
+      }
     }
     views.push_back(std::move(view));
   }
@@ -750,6 +889,14 @@ std::vector<DeviceView> Scheduler::devices(std::uint64_t now) const {
     view.rt_active = dev->rt_active;
     view.budget_ns = dev->mode == GateMode::shut ? params_.be_budget_ns : params_.idle_budget_ns;
     view.rt_idle_ns = dev->rt_active || !dev->ever_active ? 0 : now - dev->rt_idle_since_ns;
+    view.route = dev->route;
+    view.sm_count = dev->sm_count;
+    view.cc_major = dev->cc_major;
+    view.cc_minor = dev->cc_minor;
+    view.reserve_sms = dev->reserve_sms;
+    view.partition_sms = dev->partition_sms;
+    view.kill_epoch = dev->kill_epoch;
+    view.kills = dev->kills;
     for (const auto& [id, client] : clients_) {
       auto it = client->links.find(ordinal);
       if (it == client->links.end()) continue;

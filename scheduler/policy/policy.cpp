@@ -169,6 +169,19 @@ Result<ClassParams> read_class_params(const ObjectReader& reader, ClassParams ba
     if (!seconds) return std::move(seconds).take_error();
     params.job_length_ms = *seconds * 1000;
   }
+  if (reader.has("kill")) {
+    const json& kill = reader.at("kill");
+    if (!kill.is_boolean()) {
+      return ObjectReader::fail_at(reader.child("kill"), fmt::format("expected true or false, got {}", type_name(kill)));
+    }
+    params.kill = kill.get<bool>();
+  }
+  if (params.kill && params.cls == Class::rt) {
+    if (reader.has("kill")) {
+      return ObjectReader::fail_at(reader.child("kill"), "only best-effort work can be killed (this is an rt class)");
+    }
+    params.kill = false;  // inherited from best-effort defaults
+  }
   return params;
 }
 
@@ -201,7 +214,7 @@ Result<Match> read_match(const json& value, const std::string& path) {
 Status read_scheduler(const json& value, SchedulerParams& params) {
   ObjectReader reader(value, "/scheduler");
   if (auto status = reader.check({"be_budget_us", "idle_budget_us", "holdoff_ms", "copy_chunk_mib",
-                                  "default_prediction_us", "rt_poll_us", "sharing"});
+                                  "default_prediction_us", "rt_poll_us", "sharing", "reserve_sms", "sm_count"});
       !status) {
     return status;
   }
@@ -224,6 +237,27 @@ Status read_scheduler(const json& value, SchedulerParams& params) {
   }
   if (reader.has("idle_budget_us")) {
     params.idle_budget_ns = idle_budget_us == 0 ? protocol::kUnlimited : idle_budget_us * kUs;
+  }
+  if (reader.has("sm_count")) {
+    auto sms = reader.u64("sm_count", 0, protocol::kMaxSms);
+    if (!sms) return std::move(sms).take_error();
+    params.sm_count = static_cast<std::uint32_t>(*sms);
+  }
+  if (reader.has("reserve_sms")) {
+    const json& reserve = reader.at("reserve_sms");
+    if (reserve.is_string() && reserve.get<std::string>() == "auto") {
+      params.reserve_sms = 0;
+    } else if (!reserve.is_number_unsigned()) {
+      return ObjectReader::fail_at("/scheduler/reserve_sms", fmt::format("expected \"auto\" or a multiple of 8, got {}",
+                                                                         reserve.is_string() ? "'" + reserve.get<std::string>() + "'" : std::string(type_name(reserve))));
+    } else {
+      auto sms = reader.u64("reserve_sms", 8, protocol::kMaxSms);
+      if (!sms) return std::move(sms).take_error();
+      if (*sms % 8 != 0) {
+        return ObjectReader::fail_at("/scheduler/reserve_sms", fmt::format("{} is not a multiple of 8 (the SM split granularity)", *sms));
+      }
+      params.reserve_sms = static_cast<std::uint32_t>(*sms);
+    }
   }
   if (reader.has("sharing")) {
     auto name = reader.text("sharing");
@@ -272,7 +306,7 @@ Result<Policy> parse_document(const json& root) {
   }
   if (reader.has("defaults")) {
     ObjectReader defaults(root.at("defaults"), "/defaults");
-    if (auto status = defaults.check({"class", "priority", "weight", "deadline_us", "job_length_s"}); !status) {
+    if (auto status = defaults.check({"class", "priority", "weight", "deadline_us", "job_length_s", "kill"}); !status) {
       return std::move(status).take_error();
     }
     auto params = read_class_params(defaults, policy.defaults, false);
@@ -285,7 +319,7 @@ Result<Policy> parse_document(const json& root) {
     for (std::size_t i = 0; i < rules.size(); ++i) {
       std::string path = fmt::format("/rules/{}", i);
       ObjectReader rule_reader(rules[i], path);
-      if (auto status = rule_reader.check({"name", "match", "class", "priority", "weight", "deadline_us", "job_length_s"});
+      if (auto status = rule_reader.check({"name", "match", "class", "priority", "weight", "deadline_us", "job_length_s", "kill"});
           !status) {
         return std::move(status).take_error();
       }
@@ -435,6 +469,7 @@ nlohmann::json policy_to_json(const Policy& policy) {
     json out = {{"class", protocol::class_name(params.cls)}, {"priority", params.priority}, {"weight", params.weight}};
     if (params.deadline_us != 0) out["deadline_us"] = params.deadline_us;
     if (params.job_length_ms != 0) out["job_length_s"] = params.job_length_ms / 1000;
+    if (params.kill) out["kill"] = true;
     return out;
   };
   const SchedulerParams& s = policy.scheduler;
@@ -447,7 +482,9 @@ nlohmann::json policy_to_json(const Policy& policy) {
       {"copy_chunk_mib", s.copy_chunk_bytes >> 20},
       {"default_prediction_us", s.default_prediction_ns / kUs},
       {"rt_poll_us", s.rt_poll_ns / kUs},
-      {"sharing", sharing_name(s.sharing)}};
+      {"sharing", sharing_name(s.sharing)},
+      {"reserve_sms", s.reserve_sms == 0 ? json("auto") : json(s.reserve_sms)},
+      {"sm_count", s.sm_count}};
   out["defaults"] = params_json(policy.defaults);
   out["rules"] = json::array();
   for (const Rule& rule : policy.rules) {

@@ -149,13 +149,41 @@ TEST(Policy, ValidationErrorsNameThePathAndProblem) {
             "p.json: /scheduler/sharing: unknown policy 'lottery' (fair, priority, srtf, fifo)");
   EXPECT_EQ(error_of(R"({"version": 1, "scheduler": {"budget": 5}})"),
             "p.json: /scheduler/budget: unknown key (known: be_budget_us, idle_budget_us, holdoff_ms, "
-            "copy_chunk_mib, default_prediction_us, rt_poll_us, sharing)");
+            "copy_chunk_mib, default_prediction_us, rt_poll_us, sharing, reserve_sms, sm_count)");
   EXPECT_EQ(error_of(R"({"version": 1, "rules": [{"match": {"exe": ""}, "class": "be"}]})"),
             "p.json: /rules/0/match/exe: must not be empty");
   EXPECT_EQ(error_of(R"({"version": 1, "defaults": {"weight": 0}})"), "p.json: /defaults/weight: 0 is outside (0, 1000]");
   EXPECT_EQ(error_of("[1, 2]"), "p.json: /: expected an object, got array");
   EXPECT_EQ(error_of("{\n  \"version\": 1,\n  \"rules\": [,]\n}"),
             "p.json:3:13: not valid JSON: syntax error while parsing value - unexpected ','; expected '[', '{', or a literal");
+}
+
+TEST(Policy, PartitionReserveAndKillKnobs) {
+  auto policy = parse_policy(R"({"version": 1, "scheduler": {"reserve_sms": 16, "sm_count": 114},
+    "defaults": {"class": "be", "kill": true},
+    "rules": [{"name": "rt", "match": {"exe": "rt"}, "class": "rt"},
+              {"name": "keep", "match": {"exe": "keep"}, "class": "be", "kill": false}]})", "k.json");
+  ASSERT_TRUE(policy) << policy.error().message;
+  EXPECT_EQ(policy->scheduler.reserve_sms, 16u);
+  EXPECT_EQ(policy->scheduler.sm_count, 114u);
+  EXPECT_TRUE(policy->defaults.kill);
+  EXPECT_FALSE(policy->rules[0].params.kill) << "an rt rule does not inherit kill";
+  EXPECT_FALSE(policy->rules[1].params.kill);
+  auto automatic = parse_policy(R"({"version": 1, "scheduler": {"reserve_sms": "auto"}})", "a.json");
+  ASSERT_TRUE(automatic) << automatic.error().message;
+  EXPECT_EQ(automatic->scheduler.reserve_sms, 0u);
+  EXPECT_FALSE(automatic->defaults.kill) << "kill is off by default";
+
+  EXPECT_EQ(error_of(R"({"version": 1, "scheduler": {"reserve_sms": 12}})"),
+            "p.json: /scheduler/reserve_sms: 12 is not a multiple of 8 (the SM split granularity)");
+  EXPECT_EQ(error_of(R"({"version": 1, "scheduler": {"reserve_sms": 0}})"),
+            "p.json: /scheduler/reserve_sms: 0 is outside 8..4096");
+  EXPECT_EQ(error_of(R"({"version": 1, "scheduler": {"reserve_sms": "most"}})"),
+            "p.json: /scheduler/reserve_sms: expected \"auto\" or a multiple of 8, got 'most'");
+  EXPECT_EQ(error_of(R"({"version": 1, "rules": [{"match": {}, "class": "be", "kill": "yes"}]})"),
+            "p.json: /rules/0/kill: expected true or false, got string");
+  EXPECT_EQ(error_of(R"({"version": 1, "rules": [{"match": {}, "class": "rt", "kill": true}]})"),
+            "p.json: /rules/0/kill: only best-effort work can be killed (this is an rt class)");
 }
 
 TEST(Policy, NormalisedJsonParsesBackToTheSamePolicy) {

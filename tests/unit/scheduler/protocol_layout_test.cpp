@@ -30,7 +30,8 @@ std::string describe_layout() {
   FIELD(SegmentHeader, client_id); FIELD(SegmentHeader, to_daemon_offset);
   FIELD(SegmentHeader, to_client_offset); FIELD(SegmentHeader, predictions_offset);
   FIELD(SegmentHeader, to_daemon_slots); FIELD(SegmentHeader, to_client_slots);
-  FIELD(SegmentHeader, prediction_slots);
+  FIELD(SegmentHeader, prediction_slots); FIELD(SegmentHeader, sharing_mode);
+  FIELD(SegmentHeader, mps_pipe_dir);
   STRUCT(RingControl);
   FIELD(RingControl, head); FIELD(RingControl, tail); FIELD(RingControl, consumer_waiting);
   STRUCT(Slot);
@@ -48,6 +49,7 @@ std::string describe_layout() {
   FIELD(StatusMsg, device); FIELD(StatusMsg, flags); FIELD(StatusMsg, applied_decision);
   FIELD(StatusMsg, inflight_ns); FIELD(StatusMsg, held_ops); FIELD(StatusMsg, retired_seq);
   FIELD(StatusMsg, completed_ns); FIELD(StatusMsg, submitted_ns); FIELD(StatusMsg, sent_ns);
+  FIELD(StatusMsg, sm_count); FIELD(StatusMsg, cc_major); FIELD(StatusMsg, cc_minor);
   STRUCT(SampleMsg);
   FIELD(SampleMsg, kind); FIELD(SampleMsg, device); FIELD(SampleMsg, kernel_id);
   FIELD(SampleMsg, work); FIELD(SampleMsg, duration_ns); FIELD(SampleMsg, seq);

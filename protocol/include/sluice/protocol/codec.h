@@ -15,6 +15,7 @@ namespace sluice::protocol {
 
 inline constexpr std::int16_t kMaxDevices = 64;
 inline constexpr std::uint32_t kMaxThreadsPerBlock = 1024;
+inline constexpr std::uint32_t kMaxSms = 4096;
 inline constexpr std::uint64_t kMaxSampleNs = 3600ull * 1000 * 1000 * 1000;  // one hour
 
 using ClientMessage =
@@ -149,6 +150,9 @@ inline Result<ClientMessage> decode_client_message(const Slot& slot) {
       if ((status_msg.flags & ~kStatusBusy) != 0) {
         return make_error("status message: unknown flags {:#x}", status_msg.flags);
       }
+      if (status_msg.sm_count > kMaxSms) {
+        return make_error("status message: {} SMs (at most {})", status_msg.sm_count, kMaxSms);
+      }
       return ClientMessage{status_msg};
     }
     case MsgType::sample: {
@@ -187,6 +191,12 @@ inline Result<DecisionMsg> decode_decision(const Slot& slot) {
     return make_error("decision: unknown gate mode {}", static_cast<int>(decision.mode));
   }
   if (decision.decision_seq == 0) return make_error("decision: sequence number 0");
+  if (decision.route != Route::full && decision.route != Route::partition) {
+    return make_error("decision: unknown route {}", static_cast<int>(decision.route));
+  }
+  if (decision.route == Route::partition && (decision.partition_sms == 0 || decision.partition_sms > kMaxSms)) {
+    return make_error("decision: partition of {} SMs", decision.partition_sms);
+  }
   return decision;
 }
 

@@ -25,7 +25,8 @@ namespace sluice::protocol {
 
 inline constexpr std::uint32_t kMagic = 0x45434c53;  // "SLCE" in memory order
 inline constexpr std::uint16_t kAbiMajor = 1;
-inline constexpr std::uint16_t kAbiMinor = 0;
+// 1: SegmentHeader.sharing_mode and mps_pipe_dir; StatusMsg.sm_count and compute capability.
+inline constexpr std::uint16_t kAbiMinor = 1;
 
 inline constexpr std::size_t kSlotBytes = 128;
 inline constexpr std::size_t kHeaderBytes = 4096;
@@ -37,6 +38,12 @@ inline constexpr std::uint32_t kPredictionSlots = 4096;
 inline constexpr std::uint64_t kUnlimited = ~std::uint64_t{0};
 
 // ---- segment header ----------------------------------------------------------------------------
+
+// How processes share the GPU under this daemon (docs/daemon.md): without MPS, contexts of
+// different processes time-slice; with MPS their kernels run side by side.
+enum class SharingMode : std::uint8_t { timeslice = 0, mps = 1 };
+
+inline constexpr std::size_t kPathBytes = 256;
 
 struct SegmentHeader {
   std::uint32_t magic;
@@ -55,7 +62,12 @@ struct SegmentHeader {
   std::uint32_t to_client_slots;
   std::uint32_t prediction_slots;
   std::uint32_t reserved1;
-  std::uint8_t reserved[kHeaderBytes - 80];
+  // ABI 1.1. In mps mode, the MPS control daemon's pipe directory (NUL-terminated; empty in
+  // timeslice mode). A client without CUDA_MPS_PIPE_DIRECTORY of its own uses it.
+  SharingMode sharing_mode;
+  std::uint8_t reserved2[7];
+  char mps_pipe_dir[kPathBytes];
+  std::uint8_t reserved[kHeaderBytes - 88 - kPathBytes];
 };
 
 // ---- rings -------------------------------------------------------------------------------------
@@ -154,7 +166,12 @@ struct StatusMsg {
   std::uint64_t completed_ns;      // total predicted work completed (GPU time used)
   std::uint64_t submitted_ns;      // total predicted work submitted
   std::uint64_t sent_ns;
-  std::uint8_t reserved[64];
+  // ABI 1.1, optional (0: unknown): the device's SM count and compute capability, so that sluiced
+  // can size SM partitions. Clients of ABI 1.0 leave them 0.
+  std::uint32_t sm_count;
+  std::uint8_t cc_major;
+  std::uint8_t cc_minor;
+  std::uint8_t reserved[58];
 };
 
 struct SampleMsg {
@@ -191,15 +208,15 @@ struct DecisionMsg {
   std::int16_t device;
   Class cls;
   GateMode mode;
-  Route route;  // used by the partition mechanism; full for now
+  Route route;  // partition: BE work goes to a green context of partition_sms SMs (mps mode)
   std::uint8_t solo;
   std::uint64_t decision_seq;  // increasing per client
   std::uint64_t grant_ns;      // kUnlimited: admit everything
   std::uint64_t copy_chunk_bytes;
   std::uint64_t default_prediction_ns;  // for operations the prediction table does not know
   std::uint64_t marker_ns;  // track completion at least every this much predicted work
-  std::uint32_t kill_epoch;  // used by the kill mechanism; 0 for now
-  std::uint32_t partition_sms;
+  std::uint32_t kill_epoch;     // per device; a BE client stops in-flight killable work when it grows
+  std::uint32_t partition_sms;  // route partition: the SMs BE work may use (a multiple of 8)
   std::uint8_t reserved[72];
 };
 
@@ -287,6 +304,7 @@ static_assert(kWireSafe<SegmentHeader> && sizeof(SegmentHeader) == kHeaderBytes)
 static_assert(offsetof(SegmentHeader, daemon_epoch) == 24);
 static_assert(offsetof(SegmentHeader, to_daemon_offset) == 40);
 static_assert(offsetof(SegmentHeader, prediction_slots) == 72);
+static_assert(offsetof(SegmentHeader, sharing_mode) == 80 && offsetof(SegmentHeader, mps_pipe_dir) == 88);
 static_assert(kWireSafe<RingControl> && sizeof(RingControl) == 192);
 static_assert(offsetof(RingControl, tail) == 64 && offsetof(RingControl, consumer_waiting) == 128);
 static_assert(sizeof(Slot) == kSlotBytes);
@@ -298,6 +316,7 @@ static_assert(kWireSafe<KernelNameMsg> && sizeof(KernelNameMsg) == kSlotBytes);
 static_assert(offsetof(KernelNameMsg, text) == 24);
 static_assert(kWireSafe<StatusMsg> && sizeof(StatusMsg) == kSlotBytes);
 static_assert(offsetof(StatusMsg, applied_decision) == 8 && offsetof(StatusMsg, sent_ns) == 56);
+static_assert(offsetof(StatusMsg, sm_count) == 64 && offsetof(StatusMsg, cc_minor) == 69);
 static_assert(kWireSafe<SampleMsg> && sizeof(SampleMsg) == kSlotBytes);
 static_assert(offsetof(SampleMsg, duration_ns) == 24);
 static_assert(kWireSafe<GoodbyeMsg> && sizeof(GoodbyeMsg) == kSlotBytes);

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <utility>
 
 #include "sluice/common/result.h"
@@ -129,6 +130,29 @@ inline void init_segment(std::byte* base, const SegmentLayout& layout, std::uint
   header.to_client_slots = layout.to_client_slots;
   header.prediction_slots = layout.prediction_slots;
   std::memcpy(base, &header, sizeof(header));
+}
+
+// sluiced: how clients of this daemon share the GPU, and in mps mode the MPS control daemon's pipe
+// directory (written once, before the segment is handed to the client). A directory that does not
+// fit is not written at all, rather than cut short.
+inline void write_sharing(std::byte* base, SharingMode mode, const std::string& mps_pipe_dir) {
+  auto* header = reinterpret_cast<SegmentHeader*>(base);
+  header->sharing_mode = mode;
+  std::memset(header->mps_pipe_dir, 0, sizeof(header->mps_pipe_dir));
+  if (mps_pipe_dir.size() < sizeof(header->mps_pipe_dir)) {
+    std::memcpy(header->mps_pipe_dir, mps_pipe_dir.data(), mps_pipe_dir.size());
+  }
+}
+
+// The client: the MPS pipe directory the daemon announced ("" for none, for a daemon of ABI 1.0,
+// or for text that is not a NUL-terminated absolute path).
+inline std::string read_mps_pipe_dir(const std::byte* base) {
+  SegmentHeader header;
+  std::memcpy(&header, base, sizeof(header));
+  if (header.abi_minor < 1 || header.sharing_mode != SharingMode::mps) return {};
+  std::size_t length = strnlen(header.mps_pipe_dir, sizeof(header.mps_pipe_dir));
+  if (length == 0 || length == sizeof(header.mps_pipe_dir) || header.mps_pipe_dir[0] != '/') return {};
+  return std::string(header.mps_pipe_dir, length);
 }
 
 // The client: reads the header of a segment it was handed and checks that it describes a segment

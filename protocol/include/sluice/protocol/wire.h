@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "sluice/common/result.h"
+#include "sluice/protocol/layout.h"
 
 namespace sluice::protocol {
 
@@ -30,6 +31,17 @@ struct Frame {
   std::string bytes;
   std::vector<int> fds;  // owned by the receiver
 };
+
+// A Hello of this build's ABI for `role`, from this process; callers fill in the rest.
+inline Hello make_hello(Role role) {
+  Hello hello{};
+  hello.magic = kMagic;
+  hello.abi_major = kAbiMajor;
+  hello.abi_minor = kAbiMinor;
+  hello.role = role;
+  hello.pid = static_cast<std::uint32_t>(getpid());
+  return hello;
+}
 
 inline void close_fds(std::vector<int>& fds) {
   for (int fd : fds) close(fd);

@@ -44,7 +44,14 @@ struct SchedulerParams {
   std::uint64_t default_prediction_ns = 200'000;   // operations the model has not timed yet
   std::uint64_t rt_poll_ns = 200'000;              // how often sluiced looks at RT clients' rings
   Sharing sharing = Sharing::fair;
+  // mps mode: SMs kept free for RT while BE runs in a partition. 0: chosen from RT demand (auto).
+  std::uint32_t reserve_sms = 0;
+  // SMs per device when no client reported the count (0: kDefaultSmCount).
+  std::uint32_t sm_count = 0;
 };
+
+// The SM count assumed for a device no client described (an H100/H200 SXM).
+inline constexpr std::uint32_t kDefaultSmCount = 132;
 
 // What a rule gives a client.
 struct ClassParams {
@@ -53,6 +60,7 @@ struct ClassParams {
   double weight = 1.0;         // share under `fair`
   std::uint64_t deadline_us = 0;     // RT: relative deadline hint (0: none)
   std::uint64_t job_length_ms = 0;   // BE: job length hint for `srtf` (0: none)
+  bool kill = false;           // BE: in-flight work may be killed when RT arrives
 };
 
 struct Match {

@@ -10,6 +10,15 @@
 //    larger than the budget gets `solo`: it may run that one operation while nothing else of any
 //    BE client is in flight. Which client gets the budget first is the sharing policy's choice.
 //
+//  * Route (mps mode only). While a device is shut, BE decisions carry route=partition and
+//    partition_sms: BE work runs in a green context that leaves `reserve` SMs to RT. The reserve
+//    comes from the policy (reserve_sms) or from RT demand (choose_reserve_sms). In timeslice mode
+//    the route is always full: without MPS, contexts of different processes time-slice and a
+//    partition would not help RT.
+//  * Kill epoch. When RT becomes active on a device while BE work in flight there exceeds the
+//    budget, every BE client whose rule allows kill and that has work in flight gets the device's
+//    next kill epoch in its decision (and a kill counted in `ps`).
+//
 // How RT activity is known without slowing RT launches: an RT client admits its work inline and
 // only pushes a descriptor into its ring (no system call); sluiced polls RT clients' rings every
 // rt_poll_ns. The client's own thread learns completion by querying its streams and events and
@@ -63,8 +72,34 @@ inline constexpr std::uint64_t kShareWindowNs = 1'000'000'000;
 // Held operations remembered per client for `sluicectl queue`.
 inline constexpr std::size_t kMaxPendingPerClient = 4096;
 
+// RT SM demand is remembered for this many recent RT kernels per device.
+inline constexpr std::size_t kRtDemandWindow = 256;
+// sm_90 splits SMs into groups of 8 (cuDevSmResourceSplitByCount granularity).
+inline constexpr std::uint32_t kSmGranularity = 8;
+// The percentile of recent RT kernels' SM demand the automatic reserve covers.
+inline constexpr double kReservePercentile = 0.9;
+
+// How many SMs one RT kernel can occupy at once: one block per SM is assumed (a conservative
+// estimate: a block never shares an SM with another block of the same kernel), so min(blocks, SMs).
+std::uint32_t sm_demand(const std::uint32_t grid[3], std::uint32_t sm_count);
+
+// The reserve for RT on a device of `sm_count` SMs: `fixed` when non-zero, else the
+// kReservePercentile-th of `demands` (at least one granule when empty); rounded up to a multiple
+// of kSmGranularity (minimum 8) and clamped so that BE keeps at least 8 SMs. 0 when the device is
+// too small to split (under 16 SMs).
+std::uint32_t choose_reserve_sms(std::uint32_t sm_count, const std::vector<std::uint32_t>& demands, std::uint32_t fixed);
+// The BE partition for a reserve: what is left, rounded down to the split granularity.
+std::uint32_t partition_for_reserve(std::uint32_t sm_count, std::uint32_t reserve);
+
 struct DeviceView {
   int device = 0;
+  protocol::Route route = protocol::Route::full;
+  std::uint32_t sm_count = 0;       // reported by clients (0: unknown, kDefaultSmCount assumed)
+  std::uint32_t cc_major = 0, cc_minor = 0;
+  std::uint32_t reserve_sms = 0;    // for RT while routed (0 while the route is full)
+  std::uint32_t partition_sms = 0;  // for BE while routed
+  std::uint32_t kill_epoch = 0;
+  std::uint64_t kills = 0;          // kill decisions on this device (one per BE client targeted)
   GateMode mode = GateMode::open;
   bool rt_active = false;
   std::uint64_t budget_ns = 0;        // of the current mode (protocol::kUnlimited: open gate)
@@ -91,6 +126,9 @@ struct ClientView {
   std::uint64_t connected_ns = 0;
   std::uint64_t messages = 0;
   std::uint64_t invalid_messages = 0;
+  std::uint64_t kills = 0;       // BE: how often its in-flight work was ordered killed
+  std::uint32_t kill_epoch = 0;  // BE: the newest kill epoch sent (largest over its devices)
+  bool partitioned = false;      // BE: routed to a partition on some device now
 };
 
 struct QueueView {
@@ -119,6 +157,8 @@ struct SchedulerCounters {
   std::uint64_t connects = 0;
   std::uint64_t disconnects = 0;
   std::uint64_t mode_changes = 0;
+  std::uint64_t route_changes = 0;
+  std::uint64_t kills = 0;
 };
 
 class Scheduler {
@@ -134,6 +174,9 @@ class Scheduler {
   // A new class for a connected client (policy reload or set-class).
   void reassign(ClientId id, const Assignment& assignment, bool overridden, std::uint64_t now);
   void set_params(const SchedulerParams& params, std::uint64_t now);
+  // timeslice (default): never partitions. mps: partitions BE while RT is active.
+  void set_sharing_mode(protocol::SharingMode mode, std::uint64_t now);
+  protocol::SharingMode sharing_mode() const { return sharing_mode_; }
 
   // Takes one validated message. Grant changes are computed by flush(), once per batch.
   void handle(ClientId id, const protocol::ClientMessage& message, std::uint64_t now);
@@ -182,7 +225,15 @@ class Scheduler {
   std::vector<Client*> sharing_order(int ordinal);
   void send_rt_decision(Client& client);
   void send_default_decision(Client& client);
-  void send_grant(Client& client, Link& link, int ordinal, std::uint64_t grant, bool solo, GateMode mode);
+  struct Placement {
+    protocol::Route route = protocol::Route::full;
+    std::uint32_t partition_sms = 0;
+  };
+  Placement placement(Device& device);
+  std::uint32_t device_sms(const Device& device) const;
+  void order_kills(Device& device);
+  void send_grant(Client& client, Link& link, int ordinal, std::uint64_t grant, bool solo, GateMode mode,
+                  Placement where);
   protocol::DecisionMsg base_decision(Client& client, int ordinal, protocol::Class cls, GateMode mode);
   std::uint64_t occupation(const Link& link) const;
   std::uint64_t finite_window(const Link& link) const;
@@ -194,6 +245,7 @@ class Scheduler {
   void update_shares(std::uint64_t now);
 
   SchedulerParams params_;
+  protocol::SharingMode sharing_mode_ = protocol::SharingMode::timeslice;
   std::vector<int> served_devices_;
   SchedulerOutput& output_;
   DurationModel model_;
