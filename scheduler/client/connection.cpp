@@ -2,8 +2,11 @@
 
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <nlohmann/json.hpp>
 
+#include "sluice/common/log.h"
 #include "sluice/protocol/wire.h"
 
 namespace sluice::sched {
@@ -66,6 +69,7 @@ Result<std::unique_ptr<Connection>> handshake(const std::string& path, const pro
   connection->client_id = welcome.client_id;
   connection->cls = welcome.cls;
   connection->rule = reason;
+  connection->mps_pipe_dir = protocol::read_mps_pipe_dir(connection->mapping.base());
   return connection;
 }
 
@@ -82,8 +86,56 @@ Result<std::unique_ptr<Connection>> connect_to_daemon(const std::vector<std::str
   std::string failures;
   for (const std::string& path : paths) {
     auto connection = handshake(path, hello);
-    if (connection) return connection;
+    if (connection) {
+      apply_mps_pipe_dir((*connection)->mps_pipe_dir);
+      return connection;
+    }
     failures += fmt::format("{}{}", failures.empty() ? "" : "; ", connection.error().message);
+  }
+  return make_error("{}", failures.empty() ? std::string("no socket path") : failures);
+}
+
+bool apply_mps_pipe_dir(const std::string& dir) {
+  if (dir.empty()) return false;
+  if (const char* own = std::getenv(kMpsPipeEnv); own != nullptr && own[0] != '\0') {
+    if (dir != own) log::debug("{}={} is set; the daemon's MPS directory {} is not used", kMpsPipeEnv, own, dir);
+    return false;
+  }
+  if (setenv(kMpsPipeEnv, dir.c_str(), 1) != 0) return false;
+  log::info("using the MPS control daemon of sluiced: {}={}", kMpsPipeEnv, dir);
+  return true;
+}
+
+Status prepare_driver_environment(const std::vector<std::string>& paths) {
+  constexpr std::uint64_t kQueryTimeoutMs = 500;
+  std::string failures;
+  for (const std::string& path : paths) {
+    auto fd = protocol::connect_unix(path);
+    if (!fd) {
+      failures += fmt::format("{}{}", failures.empty() ? "" : "; ", fd.error().message);
+      continue;
+    }
+    protocol::set_io_timeout(*fd, kQueryTimeoutMs);
+    const protocol::Hello hello = protocol::make_hello(protocol::Role::control);
+    auto exchange = [&]() -> Result<std::string> {
+      if (auto sent = protocol::send_frame(*fd, std::string_view(reinterpret_cast<const char*>(&hello), sizeof(hello)));
+          !sent) {
+        return std::move(sent).take_error();
+      }
+      if (auto sent = protocol::send_frame(*fd, R"({"cmd":"client-env"})"); !sent) return std::move(sent).take_error();
+      auto reply = protocol::recv_frame(*fd, 1 << 16);
+      if (!reply) return std::move(reply).take_error();
+      protocol::close_fds(reply->fds);
+      return std::move(reply->bytes);
+    };
+    auto reply = exchange();
+    close(*fd);
+    if (!reply) return std::move(reply).take_error().context(path);
+    auto json = nlohmann::json::parse(*reply, nullptr, false);
+    if (json.is_discarded() || !json.is_object()) return make_error("{}: the reply to client-env is not JSON", path);
+    if (!json.value("ok", false)) return {};  // an older daemon: nothing to prepare
+    if (auto it = json.find(kMpsPipeEnv); it != json.end() && it->is_string()) apply_mps_pipe_dir(it->get<std::string>());
+    return {};
   }
   return make_error("{}", failures.empty() ? std::string("no socket path") : failures);
 }

@@ -32,10 +32,27 @@ struct Connection {
   std::uint32_t client_id = 0;
   protocol::Class cls = protocol::Class::be;
   std::string rule;  // the policy rule that classified us
+  std::string mps_pipe_dir;  // the daemon's MPS pipe directory ("" outside mps mode)
 };
 
-// Tries each path in order; the error names every path and why it failed.
+// Tries each path in order; the error names every path and why it failed. A daemon in mps mode
+// announces its MPS pipe directory; the first connection sets CUDA_MPS_PIPE_DIRECTORY to it
+// (apply_mps_pipe_dir) unless the process has one of its own.
 Result<std::unique_ptr<Connection>> connect_to_daemon(const std::vector<std::string>& paths,
                                                       const protocol::Hello& hello);
+
+inline constexpr const char* kMpsPipeEnv = "CUDA_MPS_PIPE_DIRECTORY";
+
+// Sets CUDA_MPS_PIPE_DIRECTORY to `dir` when it is non-empty and the variable is unset or empty.
+// Returns true when it set it. The driver reads the variable when it initializes, so this only
+// takes effect for this process when it runs before the real cuInit (and for children started
+// later). Thread rules: setenv; call it while no other thread reads the environment.
+bool apply_mps_pipe_dir(const std::string& dir);
+
+// Asks the daemon for the environment its clients need before the driver initializes (the MPS
+// pipe directory in mps mode) and applies it with apply_mps_pipe_dir(). One control round trip,
+// bounded by a short timeout; a daemon that is not there or does not answer changes nothing.
+// Meant for the shim's cuInit hook, before it calls the real cuInit.
+Status prepare_driver_environment(const std::vector<std::string>& paths);
 
 }  // namespace sluice::sched

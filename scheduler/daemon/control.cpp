@@ -65,6 +65,12 @@ json Server::Impl::handle_control(const Session& session, const json& request) {
     return {{"ok", true}, {"source", policy_.current()->source}, {"rules", policy_.current()->rules.size()}};
   }
   if (cmd == "set-class") return set_class(session, request);
+  if (cmd == "client-env") {
+    // What a client sets before its driver initializes (connection.cpp).
+    json reply = {{"ok", true}};
+    if (mode_ == protocol::SharingMode::mps) reply["CUDA_MPS_PIPE_DIRECTORY"] = options_.mps.pipe_dir;
+    return reply;
+  }
   return error_reply(control::kCodeBadRequest, fmt::format("unknown command '{}'", cmd));
 }
 
@@ -111,6 +117,19 @@ json Server::Impl::set_class(const Session& session, const json& request) {
           {"priority", assignment.params.priority}, {"rule", assignment.rule}};
 }
 
+json Server::Impl::mps_json() const {
+  if (options_.mode != protocol::SharingMode::mps) return nullptr;
+  json out = {{"pipe_dir", options_.mps.pipe_dir}, {"log_dir", options_.mps.log_dir}};
+  if (mps_) {
+    out["state"] = mps_state_name(mps_->state());
+    out["control"] = mps_->program();
+  } else {
+    out["state"] = "unavailable";
+    out["error"] = mps_error_;
+  }
+  return out;
+}
+
 json Server::Impl::status_json(std::uint64_t now) const {
   auto policy = policy_.current();
   const SchedulerParams& params = scheduler_.params();
@@ -124,7 +143,14 @@ json Server::Impl::status_json(std::uint64_t now) const {
                        {"be_committed_us", micros(d.be_committed_ns)},
                        {"rt_idle_ms", static_cast<double>(d.rt_idle_ns) / 1e6},
                        {"rt_busy_clients", d.rt_busy_clients},
-                       {"be_waiting_clients", d.be_waiting_clients}});
+                       {"be_waiting_clients", d.be_waiting_clients},
+                       {"route", d.route == protocol::Route::partition ? "partition" : "full"},
+                       {"sm_count", d.sm_count == 0 ? json(nullptr) : json(d.sm_count)},
+                       {"compute_capability", d.sm_count == 0 ? json(nullptr) : json(fmt::format("{}.{}", d.cc_major, d.cc_minor))},
+                       {"reserve_sms", d.reserve_sms},
+                       {"partition_sms", d.partition_sms},
+                       {"kill_epoch", d.kill_epoch},
+                       {"kills", d.kills}});
   }
   std::size_t rt = 0;
   for (const auto& [id, client] : clients_) rt += scheduler_.is_rt(id) ? 1 : 0;
@@ -137,7 +163,8 @@ json Server::Impl::status_json(std::uint64_t now) const {
             {"socket", options_.socket_path},
             {"protocol", fmt::format("{}.{}", protocol::kAbiMajor, protocol::kAbiMinor)},
             {"devices", options_.devices.empty() ? json("all") : json(options_.devices)},
-            {"sharing_mode", "timeslice"}}},
+            {"mode", mode_ == protocol::SharingMode::mps ? "mps" : "timeslice"},
+            {"mps", mps_json()}}},
           {"policy",
            {{"source", policy->source},
             {"generation", policy_.generation()},
@@ -148,7 +175,8 @@ json Server::Impl::status_json(std::uint64_t now) const {
             {"idle_budget_us", micros(params.idle_budget_ns)},
             {"holdoff_ms", static_cast<double>(params.holdoff_ns) / 1e6},
             {"copy_chunk_mib", params.copy_chunk_bytes >> 20},
-            {"sharing", sharing_name(params.sharing)}}},
+            {"sharing", sharing_name(params.sharing)},
+            {"reserve_sms", params.reserve_sms == 0 ? json("auto") : json(params.reserve_sms)}}},
           {"devices", devices},
           {"clients", {{"total", clients_.size()}, {"rt", rt}, {"be", clients_.size() - rt}}},
           {"counters",
@@ -162,7 +190,9 @@ json Server::Impl::status_json(std::uint64_t now) const {
             {"kernels_timed", scheduler_.model().identities()},
             {"connects", c.connects},
             {"disconnects", c.disconnects},
-            {"gate_changes", c.mode_changes}}}};
+            {"gate_changes", c.mode_changes},
+            {"route_changes", c.route_changes},
+            {"kills", c.kills}}}};
 }
 
 json Server::Impl::ps_json(std::uint64_t now) const {
@@ -185,6 +215,10 @@ json Server::Impl::ps_json(std::uint64_t now) const {
                        {"rt_rank", v.rt_rank},
                        {"grant_us", micros(v.grant_ns)},
                        {"solo", v.solo},
+                       {"kill", v.assignment.params.kill},
+                       {"kills", v.kills},
+                       {"kill_epoch", v.kill_epoch},
+                       {"partitioned", v.partitioned},
                        {"connected_s", static_cast<double>(v.connected_ns) / 1e9},
                        {"messages", v.messages},
                        {"invalid_messages", v.invalid_messages}});

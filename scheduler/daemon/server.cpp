@@ -149,8 +149,8 @@ void Server::Impl::reload() noexcept {
 // ---- the loop ----------------------------------------------------------------------------------
 
 Status Server::Impl::run() {
-  log::info("listening on {} (epoch {:#x}, policy {}, devices {})", options_.socket_path, epoch_,
-            policy_.current()->source, options_.devices.empty() ? std::string("all") : fmt::format("{}", fmt::join(options_.devices, ",")));
+  log::info("listening on {} (epoch {:#x}, mode {}, policy {}, devices {})", options_.socket_path, epoch_,
+            mode_ == protocol::SharingMode::mps ? "mps" : "timeslice", policy_.current()->source, options_.devices.empty() ? std::string("all") : fmt::format("{}", fmt::join(options_.devices, ",")));
   std::vector<epoll_event> events(64);
   while (!stop_requested_.load()) {
     std::uint64_t now = now_ns();
@@ -513,6 +513,8 @@ Status Server::Impl::admit_shim(Session& session, const protocol::Hello& hello) 
   if (!mapping) return std::move(mapping).take_error();
   client->mapping = std::move(*mapping);
   protocol::init_segment(client->mapping.base(), layout, epoch_, client->id);
+  protocol::write_sharing(client->mapping.base(), mode_,
+                          mode_ == protocol::SharingMode::mps ? options_.mps.pipe_dir : std::string());
   client->view = protocol::SegmentView::over(client->mapping.base(), layout);
   client->from_client = protocol::RingReader(client->view.to_daemon, client->view.to_daemon_slots, layout.to_daemon_slots);
   client->to_client = protocol::RingWriter(client->view.to_client, client->view.to_client_slots, layout.to_client_slots);
@@ -552,6 +554,21 @@ Status Server::Impl::admit_shim(Session& session, const protocol::Hello& hello) 
   }
   log::info("client {}: pid {} uid {} exe {} label '{}' -> {} (rule {})", id, added.identity.pid,
             added.identity.uid, added.identity.exe, label, protocol::class_name(assignment.params.cls), assignment.rule);
+  return {};
+}
+
+Status Server::Impl::start_mps() {
+  if (options_.mode != protocol::SharingMode::mps) return {};
+  auto control = MpsControl::start(options_.mps);
+  if (!control) {
+    if (!options_.mps_fallback) return make_error("mps mode: {}", control.error().message);
+    mps_error_ = control.error().message;
+    log::warn("mps mode is not available ({}); running in timeslice mode (--mode auto)", mps_error_);
+    return {};
+  }
+  mps_ = std::move(*control);
+  mode_ = protocol::SharingMode::mps;
+  scheduler_.set_sharing_mode(mode_, now_ns());
   return {};
 }
 
@@ -597,6 +614,7 @@ Result<std::unique_ptr<Server>> Server::start(const ServerOptions& options) {
   }
   auto impl = std::make_unique<Impl>(options, std::move(store));
   if (auto status = impl->bind(); !status) return std::move(status).take_error();
+  if (auto status = impl->start_mps(); !status) return std::move(status).take_error();
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 

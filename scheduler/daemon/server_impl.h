@@ -16,6 +16,7 @@
 #include "sluice/protocol/ring.h"
 #include "sluice/protocol/segment.h"
 #include "sluice/protocol/wire.h"
+#include "sluice/scheduler/mps.h"
 #include "sluice/scheduler/policy.h"
 #include "sluice/scheduler/scheduler.h"
 #include "sluice/scheduler/server.h"
@@ -127,6 +128,13 @@ class Server::Impl final : public SchedulerOutput {
   nlohmann::json ps_json(std::uint64_t now) const;
   nlohmann::json queue_json(std::uint64_t now, std::size_t limit) const;
   nlohmann::json set_class(const Session& session, const nlohmann::json& request);
+  nlohmann::json mps_json() const;
+
+ public:
+  // server.cpp: mps mode's control daemon (before run()).
+  Status start_mps();
+
+ private:
   bool privileged(const Session& session) const;
 
   ServerOptions options_;
@@ -145,6 +153,9 @@ class Server::Impl final : public SchedulerOutput {
   std::uint32_t next_session_ = 1;
   ClientId next_client_ = 1;
   std::string last_reload_error_;
+  protocol::SharingMode mode_ = protocol::SharingMode::timeslice;
+  std::unique_ptr<MpsControl> mps_;
+  std::string mps_error_;  // why mps mode fell back to timeslice
   std::uint64_t ring_drops_ = 0;
 };
 

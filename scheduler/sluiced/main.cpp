@@ -2,11 +2,13 @@
 //
 //   1. parse the command line
 //   2. resolve the socket ($SLUICE_SOCKET, /run/sluice as root, else $XDG_RUNTIME_DIR)
-//   3. load the policy and bind the socket (Server::start)
-//   4. serve until SIGTERM/SIGINT; SIGHUP reloads the policy
+//   3. choose the mode: timeslice, or mps with sluiced's own MPS control daemon
+//   4. load the policy, bind the socket, start MPS (Server::start)
+//   5. serve until SIGTERM/SIGINT (then quit the MPS control daemon); SIGHUP reloads the policy
 #include <CLI/CLI.hpp>
 
 #include <charconv>
+#include <cstdlib>
 #include <exception>
 #include <string>
 #include <vector>
@@ -38,12 +40,19 @@ sluice::Result<std::vector<int>> parse_devices(const std::string& text) {
 
 int run(int argc, char** argv) {
   CLI::App app{"sluiced: gives real-time GPU work priority over best-effort work"};
-  std::string policy, socket, gpus = "all", level;
+  std::string policy, socket, gpus = "all", level, mode = "timeslice", mps_control;
+  bool mps_flag = false;
   app.add_option("--policy,-p", policy, "policy file (JSON; see docs/policy.md); default: everyone best-effort");
   app.add_option("--socket,-s", socket, "socket path (default: $SLUICE_SOCKET, /run/sluice/sluiced.sock as root, "
                                         "else $XDG_RUNTIME_DIR/sluice/sluiced.sock)");
   app.add_option("--gpu", gpus, "devices to serve: 'all' or ordinals like 0,1 (default all)");
   app.add_option("--log-level", level, "error, warn, info (default), debug, trace; SLUICE_LOG also works");
+  app.add_option("--mode", mode, "timeslice (default): gating only; mps: start an MPS control daemon and partition "
+                                 "best-effort work while RT is active; auto: mps, or timeslice with a warning when "
+                                 "MPS does not start");
+  app.add_flag("--mps", mps_flag, "same as --mode mps");
+  app.add_option("--mps-control", mps_control, "the MPS control program (default: $SLUICE_MPS_CONTROL, else "
+                                               "nvidia-cuda-mps-control on PATH)");
   CLI11_PARSE(app, argc, argv);
 
   sluice::log::set_component("sluiced");
@@ -72,6 +81,27 @@ int run(int argc, char** argv) {
   }
   options.devices = *devices;
   options.handle_signals = true;
+  if (mps_flag) {
+    if (mode != "timeslice" && mode != "mps") {
+      sluice::log::error("--mps and --mode {} contradict each other", mode);
+      return 2;
+    }
+    mode = "mps";
+  }
+  if (mode == "mps" || mode == "auto") {
+    options.mode = sluice::protocol::SharingMode::mps;
+    options.mps_fallback = mode == "auto";
+  } else if (mode != "timeslice") {
+    sluice::log::error("--mode '{}': expected timeslice, mps or auto", mode);
+    return 2;
+  }
+  options.mps = sluice::sched::mps_options_for_socket(socket);
+  if (mps_control.empty()) {
+    if (const char* from_env = std::getenv(sluice::sched::kMpsControlEnv); from_env != nullptr && from_env[0] != '\0') {
+      mps_control = from_env;
+    }
+  }
+  if (!mps_control.empty()) options.mps.control_program = mps_control;
 
   auto server = sluice::sched::Server::start(options);
   if (!server) {

@@ -40,6 +40,37 @@ std::string format_seconds(double seconds) {
   return fmt::format("{:.1f}s", seconds);
 }
 
+namespace {
+
+// "mode mps (MPS control daemon started, pipe ...)" or "mode timeslice (...)".
+std::string format_mode(const json& daemon) {
+  std::string mode = text(daemon, "mode");
+  if (mode.empty()) return {};
+  if (mode != "mps") return "mode timeslice: no MPS, processes time-slice; gating and kills only\n";
+  const json& mps = daemon["mps"];
+  std::string state = mps.is_object() ? text(mps, "state") : "";
+  std::string out = fmt::format("mode mps: MPS control daemon {} (pipe {}, log {})\n", state, text(mps, "pipe_dir"),
+                                text(mps, "log_dir"));
+  if (mps.is_object() && !text(mps, "error").empty()) out += fmt::format("  MPS error: {}\n", text(mps, "error"));
+  return out;
+}
+
+// "  route partition: BE on 112 of 132 SMs, 20 reserved for RT; kill epoch 2 (3 kills)".
+std::string format_route(const json& dev) {
+  if (!dev.contains("route")) return {};
+  std::string sms = dev["sm_count"].is_number()
+                        ? fmt::format("{} SMs, cc {}", dev["sm_count"].get<unsigned>(), text(dev, "compute_capability"))
+                        : std::string("SM count not reported");
+  std::string route = text(dev, "route") == "partition"
+                          ? fmt::format("partition: BE on {} SMs, {} reserved for RT", dev["partition_sms"].get<unsigned>(),
+                                        dev["reserve_sms"].get<unsigned>())
+                          : std::string("full GPU");
+  return fmt::format("  route {} ({}); kill epoch {} ({} kills)\n", route, sms, dev["kill_epoch"].get<unsigned>(),
+                     dev["kills"].get<std::uint64_t>());
+}
+
+}  // namespace
+
 std::string format_status(const json& s) {
   const json& d = s["daemon"];
   const json& p = s["policy"];
@@ -50,6 +81,7 @@ std::string format_status(const json& s) {
   out += fmt::format("policy {} (generation {}, {} rules)\n", text(p, "source"), p["generation"].get<std::uint64_t>(),
                      p["rules"].get<std::uint64_t>());
   if (!text(p, "last_reload_error").empty()) out += fmt::format("  last reload failed: {}\n", text(p, "last_reload_error"));
+  out += format_mode(d);
   out += fmt::format("scheduler: BE budget {} while RT is active, {} while idle; hold-off {:.0f} ms; sharing {}; "
                      "copies split at {} MiB\n",
                      format_micros(k["be_budget_us"]), format_micros(k["idle_budget_us"]), number(k, "holdoff_ms"),
@@ -62,28 +94,33 @@ std::string format_status(const json& s) {
     out += fmt::format("device {}: gate {} ({}); BE in flight {} of {}; {} BE client(s) waiting\n",
                        dev["device"].get<int>(), text(dev, "gate"), rt, format_micros(dev["be_inflight_us"]),
                        format_micros(dev["budget_us"]), dev["be_waiting_clients"].get<int>());
+    out += format_route(dev);
   }
   if (s["devices"].empty()) out += "devices: none seen yet\n";
   const json& n = s["counters"];
   out += fmt::format("counters: {} messages ({} invalid), {} launches, {} samples, {} kernels timed, {} decisions, "
-                     "{} gate changes\n",
+                     "{} gate changes, {} route changes, {} kills\n",
                      n["messages"].get<std::uint64_t>(), n["invalid_messages"].get<std::uint64_t>(),
                      n["ops"].get<std::uint64_t>(), n["samples"].get<std::uint64_t>(),
                      n["kernels_timed"].get<std::uint64_t>(), n["decisions"].get<std::uint64_t>(),
-                     n["gate_changes"].get<std::uint64_t>());
+                     n["gate_changes"].get<std::uint64_t>(), n.value("route_changes", std::uint64_t{0}),
+                     n.value("kills", std::uint64_t{0}));
   return out;
 }
 
 std::string format_ps(const json& ps) {
-  std::string out = fmt::format("{:>7} {:<5} {:>4} {:>6} {:>10} {:>10} {:>6} {:<24} {}\n", "PID", "CLASS", "PRI",
-                                "QUEUED", "IN FLIGHT", "GRANT", "GPU%", "RULE", "EXE");
+  std::string out = fmt::format("{:>7} {:<5} {:>4} {:>6} {:>10} {:>10} {:>6} {:>5} {:<24} {}\n", "PID", "CLASS", "PRI",
+                                "QUEUED", "IN FLIGHT", "GRANT", "GPU%", "KILLS", "RULE", "EXE");
   for (const json& c : ps["clients"]) {
     std::string cls = text(c, "class");
     if (c["rt_busy"].get<bool>()) cls += "*";
     if (c["solo"].get<bool>()) cls += "!";
-    out += fmt::format("{:>7} {:<5} {:>4} {:>6} {:>10} {:>10} {:>6.1f} {:<24} {}\n", c["pid"].get<int>(), cls,
+    if (c.value("partitioned", false)) cls += "%";
+    bool be = text(c, "class") != "rt";
+    std::string kills = be && c.value("kill", false) ? fmt::format("{}", c.value("kills", std::uint64_t{0})) : "-";
+    out += fmt::format("{:>7} {:<5} {:>4} {:>6} {:>10} {:>10} {:>6.1f} {:>5} {:<24} {}\n", c["pid"].get<int>(), cls,
                        c["priority"].get<int>(), c["queued"].get<std::uint64_t>(), format_micros(c["inflight_us"]),
-                       text(c, "class") == "rt" ? "-" : format_micros(c["grant_us"]), 100.0 * number(c, "gpu_share"),
+                       be ? format_micros(c["grant_us"]) : "-", 100.0 * number(c, "gpu_share"), kills,
                        shorten(text(c, "rule"), 24), text(c, "exe"));
   }
   if (ps["clients"].empty()) out += "(no clients)\n";

@@ -7,6 +7,8 @@
 //   {"cmd": "policy"}                      the policy in force, normalised
 //   {"cmd": "reload"}                      reload the policy file (as SIGHUP)
 //   {"cmd": "set-class", "pid": P, "class": "rt" | "be" | "be:N" | "policy"}
+//   {"cmd": "client-env"}                  environment a client sets before its driver starts
+//                                          (CUDA_MPS_PIPE_DIRECTORY in mps mode)
 //
 // Replies: {"ok": true, ...} or {"ok": false, "code": <one of kCode*>, "error": "..."}.
 // reload and set-class need the daemon's uid or root; a client's owner may only lower it.

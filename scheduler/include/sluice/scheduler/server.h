@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "sluice/common/result.h"
+#include "sluice/protocol/layout.h"
+#include "sluice/scheduler/mps.h"
 
 namespace sluice::sched {
 
@@ -20,12 +22,19 @@ struct ServerOptions {
   std::optional<std::string> policy_path;  // none: the built-in policy (everyone BE)
   std::vector<int> devices;                // served devices; empty: all
   bool handle_signals = false;             // SIGTERM/SIGINT stop, SIGHUP reloads the policy
+  // timeslice: gating (and kill) only. mps: sluiced starts (or adopts) an MPS control daemon with
+  // `mps`, tells clients its pipe directory, and partitions BE work while RT is active.
+  protocol::SharingMode mode = protocol::SharingMode::timeslice;
+  MpsOptions mps;
+  bool mps_fallback = false;  // mps mode that cannot start MPS runs in timeslice mode (warns)
 };
 
 class Server {
  public:
-  // Loads the policy and binds the socket. Fails (naming the file or the socket) when the policy
-  // does not load, the socket's directory cannot be made, or another sluiced listens there.
+  // Loads the policy, binds the socket, and in mps mode starts the MPS control daemon. Fails
+  // (naming the file, the socket or the program) when the policy does not load, the socket's
+  // directory cannot be made, another sluiced listens there, or MPS does not start (unless
+  // mps_fallback). The MPS control daemon sluiced started is quit when the Server is destroyed.
   static Result<std::unique_ptr<Server>> start(const ServerOptions& options);
   ~Server();
   Server(const Server&) = delete;

@@ -1,0 +1,72 @@
+// sluiced's MPS control daemon (`sluiced --mode mps`): without MPS, contexts of different
+// processes time-slice and SM partitions do nothing across processes (docs/daemon.md).
+//
+// start():   makes the pipe and log directories (0700), then
+//            * adopts a control daemon that already answers on the pipe directory (and leaves it
+//              running at exit: sluiced did not start it), or
+//            * starts `nvidia-cuda-mps-control -d` with CUDA_MPS_PIPE_DIRECTORY and
+//              CUDA_MPS_LOG_DIRECTORY set, and checks that it answers `get_server_list`.
+// stop():    for a control daemon sluiced started: sends `quit` and waits (bounded) until it no
+//            longer answers.
+// Every call of the control program is posix_spawn'ed without a shell and bounded by a timeout.
+//
+// Thread rules: one thread (sluiced's main thread) owns it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "sluice/common/result.h"
+
+namespace sluice::sched {
+
+inline constexpr const char* kMpsControlEnv = "SLUICE_MPS_CONTROL";
+inline constexpr const char* kMpsControlProgram = "nvidia-cuda-mps-control";
+
+struct MpsOptions {
+  std::string control_program = kMpsControlProgram;  // a path, or a name looked up on PATH
+  std::string pipe_dir;                              // CUDA_MPS_PIPE_DIRECTORY
+  std::string log_dir;                               // CUDA_MPS_LOG_DIRECTORY
+  std::uint64_t timeout_ms = 5000;                   // each call of the control program
+};
+
+// The directories under sluice's runtime directory (the socket's directory): <dir>/mps/pipe and
+// <dir>/mps/log.
+MpsOptions mps_options_for_socket(const std::string& socket_path);
+
+enum class MpsState : std::uint8_t {
+  started,  // sluiced started it and will quit it at exit
+  adopted,  // it was already running on the pipe directory; sluiced leaves it running
+  lost,     // it stopped answering
+  stopped,  // sluiced quit it
+};
+
+const char* mps_state_name(MpsState state);
+
+class MpsControl {
+ public:
+  static Result<std::unique_ptr<MpsControl>> start(const MpsOptions& options);
+  ~MpsControl();  // stop()
+  MpsControl(const MpsControl&) = delete;
+  MpsControl& operator=(const MpsControl&) = delete;
+
+  // `echo get_server_list | nvidia-cuda-mps-control`: answers (exit 0) within the timeout.
+  Status check();
+  // Quits a control daemon sluiced started; idempotent. Adopted ones are left running.
+  Status stop();
+
+  MpsState state() const { return state_; }
+  const MpsOptions& options() const { return options_; }
+  const std::string& program() const { return program_; }  // resolved path
+
+ private:
+  MpsControl(MpsOptions options, std::string program) : options_(std::move(options)), program_(std::move(program)) {}
+  Result<std::string> send(const std::string& command);
+
+  MpsOptions options_;
+  std::string program_;
+  MpsState state_ = MpsState::started;
+};
+
+}  // namespace sluice::sched

@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""sluiced --mode mps with a fake nvidia-cuda-mps-control (fake_mps_control.py): the control daemon
+is started, announced to clients, used for SM partitions while RT is active, and quit at exit; one
+that already runs is adopted and left running; a control program that fails stops sluiced, or
+falls back to timeslice mode with --mode auto.
+
+  mps_mode_test.py BUILD_DIR
+"""
+
+import os
+import signal
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Control, expect, run_tests, wait_for  # noqa: E402
+
+FAKE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_mps_control.py")
+RT_RULE = {"name": "loadgen-rt", "match": {"exe": "sluice-loadgen", "cmdline": "* rt *"}, "class": "rt"}
+POLICY = {"version": 1, "scheduler": {"be_budget_us": 200, "holdoff_ms": 50}, "defaults": {"class": "be"},
+          "rules": [RT_RULE]}
+
+
+def dirs(h):
+    return os.path.join(h.work, "mps", "pipe"), os.path.join(h.work, "mps", "log")
+
+
+def control_log(h):
+    path = os.path.join(dirs(h)[1], "control.log")
+    return open(path).read() if os.path.exists(path) else ""
+
+
+def fake_client(h, command):
+    pipe, log = dirs(h)
+    env = dict(os.environ, CUDA_MPS_PIPE_DIRECTORY=pipe, CUDA_MPS_LOG_DIRECTORY=log)
+    return subprocess.run([FAKE], input=command + "\n", env=env, capture_output=True, text=True, timeout=30)
+
+
+def start_sluiced(h, *args, **env):
+    """sluiced in mps mode; returns the process (not waited for)."""
+    h.write_policy(POLICY)
+    h.daemon_log = os.path.join(h.work, "sluiced.log")
+    cmd = [h.bin["sluiced"], "--gpu", "0", "--policy", h.policy_path, *args]
+    h.daemon = subprocess.Popen(cmd, env=h.env(**env), stderr=open(h.daemon_log, "w"))
+    return h.daemon
+
+
+def wait_answering(h):
+    wait_for(lambda: h.daemon.poll() is not None or h.ctl_json("status") is not None, 30, "sluiced did not answer")
+    expect(h.daemon.poll() is None, f"sluiced exited with {h.daemon.returncode}:\n{h.daemon_output()}")
+
+
+def test_mps_mode_starts_announces_partitions_and_quits(h):
+    start_sluiced(h, "--mps", "--mps-control", FAKE)
+    wait_answering(h)
+    pipe, log = dirs(h)
+    status = h.ctl_json("status")
+    mps = status["daemon"]["mps"]
+    expect(status["daemon"]["mode"] == "mps" and mps["state"] == "started" and mps["pipe_dir"] == pipe,
+           f"status daemon: {status['daemon']}")
+    expect(os.stat(pipe).st_mode & 0o777 == (0o755 if os.geteuid() == 0 else 0o700), "pipe directory mode")
+    expect("get_server_list" in control_log(h), f"no health check: {control_log(h)}")
+
+    control = Control(h.socket)
+    env_reply = control.request("client-env")
+    expect(env_reply.get("CUDA_MPS_PIPE_DIRECTORY") == pipe, f"client-env: {env_reply}")
+
+    # A client learns the pipe directory from its segment and sets it in its environment.
+    be = h.client(["be", "--kernel-us", "2000", "--grid", "132", "--depth", "4", "--duration-s", "30"], label="be")
+    rt = h.client(["rt", "--kernel-us", "50", "--grid", "12", "--period-us", "2000", "--duration-s", "30"])
+    device = lambda: (control.request("status")["devices"] or [{}])[0]
+    routed = wait_for(lambda: device().get("route") == "partition" and device(), 20,
+                      "BE routed to a partition while RT is active")
+    expect(routed["partition_sms"] == 112 and routed["reserve_sms"] == 20,
+           f"12-block RT kernels on 132 SMs: reserve 16 (rounded to 8), BE on 112: {routed}")
+    human = h.ctl("status").stdout
+    expect("mode mps: MPS control daemon started" in human and "route partition: BE on 112 SMs" in human,
+           f"sluicectl status:\n{human}")
+    ps = {c["pid"]: c for c in control.request("ps")["clients"]}
+    expect(ps[be.pid]["partitioned"], f"ps be: {ps[be.pid]}")
+
+    rt.kill()
+    rt.wait()
+    wait_for(lambda: device().get("route") == "full", 20, "the full GPU back after RT left and the hold-off")
+    be.kill()
+    _, be_err = be.communicate(timeout=30)
+    expect(f"CUDA_MPS_PIPE_DIRECTORY={pipe}" in be_err, f"the client did not take the pipe directory:\n{be_err[-2000:]}")
+    control.close()
+
+    code = h.stop_daemon(signal.SIGTERM)
+    expect(code == 0, f"sluiced exit code {code}")
+    expect("quit\nexiting\n" in control_log(h), f"control daemon not quit: {control_log(h)}")
+    expect(fake_client(h, "get_server_list").returncode != 0, "the control daemon still answers")
+
+
+def test_running_control_daemon_is_adopted_and_left_running(h):
+    pipe, log = dirs(h)
+    os.makedirs(pipe, mode=0o700)
+    os.makedirs(log, mode=0o700)
+    env = dict(os.environ, CUDA_MPS_PIPE_DIRECTORY=pipe, CUDA_MPS_LOG_DIRECTORY=log)
+    expect(subprocess.run([FAKE, "-d"], env=env, timeout=30).returncode == 0, "fake control daemon did not start")
+    try:
+        start_sluiced(h, "--mode", "mps", SLUICE_MPS_CONTROL=FAKE)
+        wait_answering(h)
+        mps = h.ctl_json("status")["daemon"]["mps"]
+        expect(mps["state"] == "adopted" and mps["control"] == FAKE, f"status mps: {mps}")
+        expect(h.stop_daemon() == 0, "sluiced exit code")
+        expect("quit" not in control_log(h), "sluiced quit a control daemon it did not start")
+        expect(fake_client(h, "get_server_list").returncode == 0, "the adopted control daemon is gone")
+    finally:
+        fake_client(h, "quit")
+
+
+def test_failing_control_program_stops_sluiced_or_falls_back_with_auto(h):
+    daemon = start_sluiced(h, "--mps", "--mps-control", FAKE, FAKE_MPS_START_FAIL=1)
+    code = daemon.wait(timeout=60)
+    h.daemon = None
+    expect(code != 0, "sluiced ran without its MPS control daemon")
+    output = h.daemon_output()
+    expect("mps mode:" in output and "-d failed (exit code 1)" in output, f"sluiced's message:\n{output}")
+
+    start_sluiced(h, "--mode", "auto", "--mps-control", FAKE, FAKE_MPS_START_FAIL=1)
+    wait_answering(h)
+    daemon_status = h.ctl_json("status")["daemon"]
+    expect(daemon_status["mode"] == "timeslice" and daemon_status["mps"]["state"] == "unavailable",
+           f"--mode auto: {daemon_status}")
+    expect("running in timeslice mode" in h.daemon_output(), "no warning about the fallback")
+    expect(h.stop_daemon() == 0, "sluiced exit code")
+
+    missing = start_sluiced(h, "--mps", "--mps-control", os.path.join(h.work, "no-such-control"))
+    expect(missing.wait(timeout=60) != 0, "sluiced ran without a control program")
+    h.daemon = None
+    expect("no-such-control: not found" in h.daemon_output(), f"sluiced's message:\n{h.daemon_output()}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    sys.exit(run_tests([
+        test_mps_mode_starts_announces_partitions_and_quits,
+        test_running_control_daemon_is_adopted_and_left_running,
+        test_failing_control_program_stops_sluiced_or_falls_back_with_auto,
+    ], sys.argv[1]))
