@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "sluice/common/log.h"
+#include "sluice/protocol/socket_path.h"
 #include "sluice/protocol/wire.h"
 
 namespace sluice::sched {
@@ -141,3 +142,16 @@ Status prepare_driver_environment(const std::vector<std::string>& paths) {
 }
 
 }  // namespace sluice::sched
+
+extern "C" int sluice_prepare_driver_environment(void) noexcept {
+  try {
+    auto prepared = sluice::sched::prepare_driver_environment(sluice::protocol::client_socket_paths());
+    if (!prepared) {
+      sluice::log::debug("no driver environment from sluiced: {}", prepared.error().message);
+      return 1;
+    }
+    return 0;
+  } catch (...) {
+    return 1;
+  }
+}

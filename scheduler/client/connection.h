@@ -56,3 +56,9 @@ bool apply_mps_pipe_dir(const std::string& dir);
 Status prepare_driver_environment(const std::vector<std::string>& paths);
 
 }  // namespace sluice::sched
+
+// The same for the shim, which can declare it weak without including this header:
+//   extern "C" int sluice_prepare_driver_environment(void) __attribute__((weak));
+// Asks the daemon at the client socket paths (SLUICE_SOCKET, ...). Returns 0 when it answered,
+// 1 otherwise; never throws, never exits, and waits at most a short timeout per path.
+extern "C" int sluice_prepare_driver_environment(void) noexcept;

@@ -43,15 +43,10 @@ inline std::string temp_dir() {
 // sluiced on a thread of the test process.
 class DaemonThread {
  public:
-  explicit DaemonThread(const std::string& socket, const std::string& policy_json = "") {
-    ServerOptions options;
-    options.socket_path = socket;
-    options.devices = {0};
-    if (!policy_json.empty()) {
-      std::string path = socket + ".policy.json";
-      std::ofstream(path) << policy_json;
-      options.policy_path = path;
-    }
+  explicit DaemonThread(const std::string& socket, const std::string& policy_json = "")
+      : DaemonThread(options_for(socket, policy_json)) {}
+
+  explicit DaemonThread(const ServerOptions& options) {
     auto started = Server::start(options);
     if (!started) {
       ADD_FAILURE() << started.error().message;
@@ -67,6 +62,18 @@ class DaemonThread {
     server_.reset();
   }
   Server* server() { return server_.get(); }
+
+  static ServerOptions options_for(const std::string& socket, const std::string& policy_json = "") {
+    ServerOptions options;
+    options.socket_path = socket;
+    options.devices = {0};
+    if (!policy_json.empty()) {
+      std::string path = socket + ".policy.json";
+      std::ofstream(path) << policy_json;
+      options.policy_path = path;
+    }
+    return options;
+  }
 
  private:
   std::unique_ptr<Server> server_;
