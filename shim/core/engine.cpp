@@ -65,6 +65,7 @@ Engine::~Engine() {
   notify_progress();
   if (data_->release_thread.joinable()) data_->release_thread.join();
   flush();  // anything held while the thread was stopping
+  destroy_partitions();
 }
 
 void Engine::set_gate(Gate* gate) noexcept {
@@ -215,6 +216,25 @@ void Engine::describe(OpDesc& desc, const Route& route, std::uint32_t fields) {
 // ---- submission
 // ----------------------------------------------------------------------------------
 
+// The fast path costs one plain load for the legacy stream and nothing more for other streams
+// unless the gate routes (kNeedRoute) or the stream is routed now.
+template <typename Submit>
+CUresult Engine::submit_to(Gate& g, std::uint32_t needs, StreamState* state, const OpDesc& desc,
+                           CUstream app_stream, Submit&& submit) {
+  if (state == nullptr) return submit(app_stream);
+  if (state->legacy) {
+    if (!data_->mirrors_exist.load(std::memory_order_relaxed)) return submit(app_stream);
+    before_legacy_op(desc.ctx);
+    const CUresult result = submit(app_stream);
+    after_legacy_op();
+    return result;
+  }
+  const std::uint32_t sms = (needs & kNeedRoute) != 0 && !capture_active() ? g.route_sms(desc) : 0;
+  if (sms == 0 && !state->routed.load(std::memory_order_acquire)) return submit(app_stream);
+  std::lock_guard lock(state->route_mu);
+  return submit(route_target(*state, sms, desc));
+}
+
 CUresult Engine::submit(const Call& call) {
   const Route r = route(call.abi, call.stream);
   EventState* event = call.event != nullptr ? event_state(call.event) : nullptr;
@@ -222,16 +242,17 @@ CUresult Engine::submit(const Call& call) {
   desc.stream = r.canonical;
   const bool is_quiet = quiet(r, event);
   if (r.lane == Route::Lane::passthrough || (is_quiet && capture_active())) {
-    // Captured work is recorded, not run; an unknown handle is the driver's to reject.
+    // Captured work is recorded, not run; an unknown handle is the driver's to reject. Routing is
+    // off during captures (a stream routed before goes back to itself).
     stats_.count_inline(desc.kind);
-    const CUresult result = call.submit_now(call.stream);
+    const CUresult result = submit_to(gate(), 0, r.state, desc, call.stream, call.submit_now);
     if (result != CUDA_SUCCESS) stats_.count_failed(desc.kind);
     return result;
   }
   Gate& g = gate();
   const std::uint32_t needs = g.needs();
-  describe(desc, r, needs);
-  if (is_quiet && g.admit(desc)) return submit_inline(g, needs, desc, call);
+  describe(desc, r, (needs & kNeedRoute) != 0 ? needs | kNeedDevice : needs);
+  if (is_quiet && g.admit(desc)) return submit_inline(g, needs, r.state, desc, call);
   describe(desc, r, kNeedAll);  // held or waiting work: the gate and the hold limit read them all
   if (r.lane == Route::Lane::queued) {
     desc.ctx = thread_context().ctx;
@@ -243,11 +264,11 @@ CUresult Engine::submit(const Call& call) {
   return submit_waiting(r, event, desc, call);
 }
 
-CUresult Engine::submit_inline(Gate& g, std::uint32_t needs, const OpDesc& desc,
+CUresult Engine::submit_inline(Gate& g, std::uint32_t needs, StreamState* state, const OpDesc& desc,
                                const Call& call) {
   const bool callbacks = (needs & kNeedSubmitCallbacks) != 0;
   if (callbacks) g.before_submit(desc);
-  const CUresult result = call.submit_now(call.stream);
+  const CUresult result = submit_to(g, needs, state, desc, call.stream, call.submit_now);
   if (callbacks) g.on_submit(desc, result);
   stats_.count_inline(desc.kind);
   if (result != CUDA_SUCCESS) stats_.count_failed(desc.kind);
@@ -277,7 +298,7 @@ CUresult Engine::submit_waiting(const Route& r, EventState* event, const OpDesc&
                             op_kind_name(desc.kind), options_.max_hold_ns / 1000000, gate().name());
     return true;
   });
-  return submit_inline(gate(), kNeedAll, desc, call);
+  return submit_inline(gate(), kNeedAll, r.state, desc, call);
 }
 
 // What a call on `r` must follow besides the earlier calls of its own queue: the legacy-stream
@@ -398,7 +419,7 @@ bool Engine::drain(StreamState& state, bool force, CUcontext& current) {
       current = op->desc.ctx;
     }
     g.before_submit(op->desc);
-    const CUresult result = op->submit(op->app_stream);
+    const CUresult result = submit_to(g, g.needs(), &state, op->desc, op->app_stream, op->submit);
     g.on_submit(op->desc, result);
     if (result != CUDA_SUCCESS) {
       stats_.count_failed(op->desc.kind);
@@ -522,7 +543,12 @@ void Engine::flush() noexcept {
 
 void Engine::drain_all() {
   EngineData& d = *data_;
-  if (d.held_total.load(std::memory_order_acquire) == 0) return;
+  // A sync point of the legacy stream (synchronous copies, context-wide calls) also covers the
+  // mirrors of blocking streams, as it would cover the streams themselves.
+  if (d.held_total.load(std::memory_order_acquire) == 0) {
+    before_legacy_op(nullptr);
+    return;
+  }
   std::vector<Dependency> targets;
   for (StreamState* state : snapshot(d)) {
     targets.push_back({state, state->enqueued.load(std::memory_order_acquire)});
@@ -534,6 +560,7 @@ void Engine::drain_all() {
     }
     return true;
   });
+  before_legacy_op(nullptr);
 }
 
 // Waits until every call queued so far on the route's stream went out. The legacy stream's sync
@@ -560,7 +587,16 @@ CUresult Engine::run_ordered(StreamAbi abi, CUstream stream, FunctionRef<CUresul
     stats_.count_sync_wait();
     wait_until([&] { return dependencies_met(probe); });
   }
-  return call();
+  // The call goes to the application's stream itself: a routed stream's work comes back first.
+  if (r.state == nullptr) return call();
+  if (!r.state->legacy) {
+    unroute(*r.state);
+    return call();
+  }
+  before_legacy_op(nullptr);
+  const CUresult result = call();
+  after_legacy_op();
+  return result;
 }
 
 CUresult Engine::take_deferred_error(StreamState* state) noexcept {
@@ -573,7 +609,13 @@ CUresult Engine::synchronize_stream(StreamAbi abi, decltype(DriverApi::cuStreamS
                                     CUstream stream) {
   const Route r = route(abi, stream);
   wait_for_stream(r);
-  const CUresult result = fn(stream);
+  CUresult result = fn(stream);
+  // A routed stream's newest work is on its mirror, which waited for all earlier work (and the
+  // stream itself waited for the mirror's work when it came back).
+  const CUstream mirror =
+      r.state != nullptr ? r.state->route.target.load(std::memory_order_acquire) : nullptr;
+  if (result == CUDA_SUCCESS && mirror != nullptr && mirror != r.state->handle)
+    result = driver_.cuStreamSynchronize(mirror);
   const CUresult deferred = take_deferred_error(r.state);
   return result != CUDA_SUCCESS ? result : deferred;
 }
@@ -583,7 +625,11 @@ CUresult Engine::query_stream(StreamAbi abi, decltype(DriverApi::cuStreamQuery) 
   const Route r = route(abi, stream);
   if (r.state != nullptr && r.state->held.load(std::memory_order_acquire) > 0)
     return CUDA_ERROR_NOT_READY;
-  const CUresult result = fn(stream);
+  CUresult result = fn(stream);
+  const CUstream mirror =
+      r.state != nullptr ? r.state->route.target.load(std::memory_order_acquire) : nullptr;
+  if (result == CUDA_SUCCESS && mirror != nullptr && mirror != r.state->handle)
+    result = driver_.cuStreamQuery(mirror);
   if (result != CUDA_SUCCESS && result != CUDA_ERROR_NOT_READY) return result;
   const CUresult deferred = take_deferred_error(r.state);
   return deferred != CUDA_SUCCESS ? deferred : result;
@@ -595,6 +641,7 @@ CUresult Engine::destroy_stream(decltype(DriverApi::cuStreamDestroy_v2) fn, CUst
   if (named) wait_for_stream(r);
   const CUresult result = fn(stream);
   if (result == CUDA_SUCCESS && named) {
+    forget_mirrors(*r.state);
     // The driver may hand the same handle to a later stream with other flags.
     r.state->registered.store(false, std::memory_order_release);
     r.state->deferred_error.store(CUDA_SUCCESS, std::memory_order_release);
@@ -604,7 +651,9 @@ CUresult Engine::destroy_stream(decltype(DriverApi::cuStreamDestroy_v2) fn, CUst
 
 CUresult Engine::synchronize_context(FunctionRef<CUresult()> call) {
   drain_all();
-  const CUresult result = call();
+  CUresult result = call();
+  const CUresult mirrors = synchronize_mirrors(thread_context().ctx);
+  if (result == CUDA_SUCCESS) result = mirrors;
   CUresult deferred = take_deferred_error(&data_->legacy);
   data_->streams.for_each([&](StreamState& state) {
     const CUresult error = take_deferred_error(&state);
@@ -703,7 +752,8 @@ CUresult Engine::destroy_event(decltype(DriverApi::cuEventDestroy_v2) fn, CUeven
 
 CUresult Engine::begin_capture(StreamAbi abi, CUstream stream, FunctionRef<CUresult()> call) {
   capture_active_.fetch_add(1, std::memory_order_acq_rel);
-  drain_all();  // nothing held may end up in the graph
+  drain_all();    // nothing held may end up in the graph
+  unroute_all();  // captured work goes to the streams themselves
   const CUresult result = call();
   if (result != CUDA_SUCCESS) {
     capture_active_.fetch_sub(1, std::memory_order_acq_rel);

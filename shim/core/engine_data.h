@@ -3,7 +3,10 @@
 //
 // Lock order (outer to inner): EventState::mu, StreamState::mu, EngineData::active_mu. No sluice
 // lock is held while calling the driver or the gate, except StreamState::drain_mu, which only the
-// thread submitting a stream's queue holds.
+// thread submitting a stream's queue holds, and the routing locks: StreamState::route_mu (held by
+// the thread submitting to a routed stream, around the ordering edges and the submission), then
+// EngineData::partitions_mu (creating a green context). EngineData::routed_mu is never held while
+// taking a route_mu: readers copy the list first.
 #pragma once
 
 #include <atomic>
@@ -44,6 +47,24 @@ struct HeldOp {
   std::uint64_t hold_ns = 0;  // when it was queued
 };
 
+// Where the work of one application stream goes (routing to SM partitions, core/route.cpp).
+// Guarded by StreamState::route_mu unless said otherwise.
+struct StreamRoute {
+  struct Mirror {
+    std::uint32_t sms = 0;
+    CUstream stream = nullptr;  // a non-blocking stream of the partition's green context
+  };
+  std::vector<Mirror> mirrors;  // created on first use, destroyed with the application's stream
+  // The stream that received the stream's newest work: the application's stream or a mirror.
+  // Written under route_mu; read without it by stream synchronization and queries.
+  std::atomic<CUstream> target{nullptr};
+  CUevent edge = nullptr;     // recorded on the previous target, waited on by the next one
+  CUcontext ctx = nullptr;    // the application stream's context (where the legacy stream is)
+  bool listed = false;        // in EngineData::routed
+  bool dirty = false;         // a mirror got work since the legacy stream last waited for it
+  std::uint64_t legacy_seen = ~std::uint64_t{0};  // EngineData::legacy_epoch at the last edge
+};
+
 struct alignas(64) StreamState {
   // Read by every call on the stream (the fast path); written when work is held or released.
   std::atomic<std::uint32_t> held{0};
@@ -61,6 +82,12 @@ struct alignas(64) StreamState {
   std::mutex drain_mu;  // one submitting thread per queue
   std::atomic<int> deferred_error{CUDA_SUCCESS};
   bool active = false;  // listed in EngineData::active (guarded by EngineData::active_mu)
+
+  // Routing: `routed` is true while the stream's work goes to a mirror (read on every call of a
+  // routing gate); the rest is guarded by route_mu.
+  std::atomic<bool> routed{false};
+  std::mutex route_mu;
+  StreamRoute route;
 };
 
 struct EventState {
@@ -115,6 +142,24 @@ struct EngineData {
 
   std::mutex capture_mu;
   std::vector<std::pair<CUstream, std::thread::id>> captures;  // streams capturing now
+
+  // Routing (core/route.cpp). A partition is created once per (device, SMs), lazily, on the thread
+  // that first submits work for it; a failed creation is remembered and never retried.
+  struct Partition {
+    std::int32_t device = -1;
+    std::uint32_t sms = 0;
+    CUgreenCtx green = nullptr;  // nullptr: creation failed
+  };
+  std::mutex partitions_mu;
+  std::vector<Partition> partitions;  // guarded by partitions_mu
+  std::atomic<bool> mirrors_exist{false};
+  // Submissions to the legacy stream since the first mirror: a routed blocking stream waits for
+  // the legacy stream when it changed (the legacy barrier, which the driver does not apply to a
+  // mirror).
+  std::atomic<std::uint64_t> legacy_epoch{0};
+  std::mutex routed_mu;
+  std::vector<StreamState*> routed;  // streams that have mirrors (guarded by routed_mu)
+  std::atomic<bool> route_failure_logged{false};
 };
 
 // The streams with held calls now.

@@ -5,6 +5,7 @@ add_library(sluice_core STATIC
   core/copies.cpp
   core/catalog.cpp
   core/function_state.cpp
+  core/route.cpp
   core/gate.cpp
   core/stats.cpp
   core/toggle_gate.cpp

@@ -72,6 +72,14 @@ StatsSnapshot Stats::snapshot() const {
   s.function_change_waits = function_change_waits_.load(std::memory_order_relaxed);
   s.deferred_errors = deferred_errors_.load(std::memory_order_relaxed);
   s.chunked_copies = chunked_copies_.load(std::memory_order_relaxed);
+  s.routed_launches = routed_launches_.load(std::memory_order_relaxed);
+  s.routed_ops = routed_ops_.load(std::memory_order_relaxed);
+  s.route_switches = route_switches_.load(std::memory_order_relaxed);
+  s.route_edges = route_edges_.load(std::memory_order_relaxed);
+  s.route_failures = route_failures_.load(std::memory_order_relaxed);
+  s.partitions = partitions_.load(std::memory_order_relaxed);
+  s.mirror_streams = mirror_streams_.load(std::memory_order_relaxed);
+  s.priority_overrides = priority_overrides_.load(std::memory_order_relaxed);
   s.module_loads = module_loads_.load(std::memory_order_relaxed);
   s.proc_queries = proc_queries_.load(std::memory_order_relaxed);
   s.proc_unknown = proc_unknown_.load(std::memory_order_relaxed);
@@ -118,6 +126,15 @@ std::string Stats::to_json(std::string_view gate) const {
       {"function_changes", s.function_changes},
       {"function_change_waits", s.function_change_waits},
       {"chunked_copies", s.chunked_copies},
+      {"routing",
+       {{"routed_launches", s.routed_launches},
+        {"routed_ops", s.routed_ops},
+        {"route_switches", s.route_switches},
+        {"route_edges", s.route_edges},
+        {"route_failures", s.route_failures},
+        {"partitions", s.partitions},
+        {"mirror_streams", s.mirror_streams}}},
+      {"priority_overrides", s.priority_overrides},
   };
   return out.dump(2) + "\n";
 }

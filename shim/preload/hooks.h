@@ -168,10 +168,24 @@ CUresult hooked(Runtime& rt, Fn fn, A... a) {
     return e.destroy_event(fn, a...);
   } else if constexpr (base == "cuStreamCreate" || base == "cuStreamCreateWithPriority" ||
                        base == "cuGreenCtxStreamCreate") {
-    const CUresult result = call();
     // cuStreamCreate(&s, flags); cuStreamCreateWithPriority(&s, flags, prio);
-    // cuGreenCtxStreamCreate(&s, green, flags, prio)
+    // cuGreenCtxStreamCreate(&s, green, flags, prio). The priority follows the class
+    // (Engine::stream_priority): cuStreamCreate becomes cuStreamCreateWithPriority when it changes.
     auto args = std::make_tuple(a...);
+    CUresult result = CUDA_SUCCESS;
+    if constexpr (base == "cuStreamCreate") {
+      const int priority = e.stream_priority(0);
+      result = priority != 0 && rt.real.cuStreamCreateWithPriority != nullptr
+                   ? rt.real.cuStreamCreateWithPriority(std::get<0>(args), std::get<1>(args),
+                                                        priority)
+                   : call();
+    } else if constexpr (base == "cuStreamCreateWithPriority") {
+      const auto [stream, flags, priority] = args;
+      result = fn(stream, flags, e.stream_priority(priority));
+    } else {
+      const auto [stream, green, flags, priority] = args;
+      result = fn(stream, green, flags, e.stream_priority(priority));
+    }
     if (result == CUDA_SUCCESS) {
       if constexpr (base == "cuGreenCtxStreamCreate") {
         e.stream_created(*std::get<0>(args), std::get<2>(args));

@@ -177,6 +177,11 @@ class Engine final : public GateListener, public KernelCatalog {
   CUresult destroy_event(decltype(DriverApi::cuEventDestroy_v2) fn, CUevent event);
 
   // ---- streams and contexts --------------------------------------------------------------------
+  // The priority a stream the application creates gets, for the priority it asked for (0 for
+  // cuStreamCreate), in the current context: the context's greatest for a real-time class, its
+  // least for a best-effort class (Gate::stream_class), as asked when no class is known or the
+  // range cannot be read. Differences are counted as priority overrides.
+  int stream_priority(int requested) noexcept;
   void stream_created(CUstream stream, unsigned flags);
   CUresult synchronize_stream(StreamAbi abi, decltype(DriverApi::cuStreamSynchronize) fn,
                               CUstream stream);
@@ -249,7 +254,8 @@ class Engine final : public GateListener, public KernelCatalog {
   ThreadContext thread_context();
   std::int32_t device_of(const Route& route);
   void describe(OpDesc& desc, const Route& route, std::uint32_t fields);
-  CUresult submit_inline(Gate& gate, std::uint32_t needs, const OpDesc& desc, const Call& call);
+  CUresult submit_inline(Gate& gate, std::uint32_t needs, StreamState* state, const OpDesc& desc,
+                         const Call& call);
   CUresult submit_waiting(const Route& route, EventState* event, const OpDesc& desc,
                           const Call& call);
   CUresult hold(StreamState& state, EventState* event, const OpDesc& desc, SubmitFn submit,
@@ -280,6 +286,27 @@ class Engine final : public GateListener, public KernelCatalog {
   void count_held_launch(HeldOp& op);
   CUresult change_state(KernelRecord& record, FunctionChange change,
                         FunctionRef<bool(int&)> current_value, FunctionRef<CUresult()> call);
+
+  // ---- routing to SM partitions (core/route.cpp) ----
+  // Submits one operation of `state` (nullptr: a default or unknown stream) through `submit`, on
+  // the stream the gate routes it to, keeping the stream's order and the legacy barrier.
+  template <typename Submit>
+  CUresult submit_to(Gate& g, std::uint32_t needs, StreamState* state, const OpDesc& desc,
+                     CUstream app_stream, Submit&& submit);
+  CUstream route_target(StreamState& state, std::uint32_t sms, const OpDesc& desc);
+  CUstream mirror_of(StreamState& state, std::uint32_t sms, const OpDesc& desc);
+  CUgreenCtx partition(std::int32_t device, std::uint32_t sms);
+  bool order_after(CUstream from, CUstream to, CUevent& edge);
+  void route_failed(const char* what, CUresult result) noexcept;
+  void before_legacy_op(CUcontext ctx);
+  void after_legacy_op() noexcept;
+  void fold_mirrors(CUcontext ctx);
+  void unroute(StreamState& state);
+  void unroute_all();
+  CUresult synchronize_mirrors(CUcontext ctx);
+  void forget_mirrors(StreamState& state);
+  void destroy_partitions() noexcept;
+  std::vector<StreamState*> routed_streams();
 
   const DriverApi& driver_;
   const EngineOptions options_;

@@ -49,7 +49,16 @@ enum GateNeeds : std::uint32_t {
   kNeedCallTime = 1u << 1,          // OpDesc::call_ns
   kNeedDevice = 1u << 2,            // OpDesc::device
   kNeedSubmitCallbacks = 1u << 3,   // before_submit() and on_submit() for inline work
-  kNeedAll = (1u << 4) - 1,
+  kNeedRoute = 1u << 4,             // route_sms() for work on application streams
+  kNeedAll = (1u << 5) - 1,
+};
+
+// The class of the process as the gate knows it; it decides the priority of the streams the
+// application creates (Engine::stream_priority).
+enum class StreamClass : std::uint8_t {
+  unknown,  // no class known (no daemon): priorities are left as the application asks
+  rt,       // every stream gets the context's greatest priority
+  be,       // every stream gets the context's least priority
 };
 
 // What the gate and the daemon learn about one operation. Filled on the launching thread.
@@ -128,6 +137,20 @@ class Gate {
   // holds always has every field; inline work only those asked for. Must be constant for the
   // gate's lifetime.
   virtual std::uint32_t needs() const noexcept { return kNeedAll; }
+
+  // Where `op` runs: 0 on the full GPU (the application's stream itself), N > 0 in a partition of N
+  // SMs of op.device (a green context; on sm_90 N is a multiple of 8, at least 8). Asked, when
+  // needs() has kNeedRoute, for every operation on a stream the application created, right before
+  // it goes to the driver (op.device filled); never for the legacy or per-thread default streams.
+  // Must be cheap and must not block. The engine keeps per-stream order across every change of
+  // the answer (docs/architecture.md, "Mechanisms in the client").
+  virtual std::uint32_t route_sms(const OpDesc& op) const noexcept {
+    (void)op;
+    return 0;
+  }
+
+  // The class the priorities of new streams follow. Asked once per stream creation.
+  virtual StreamClass stream_class() const noexcept { return StreamClass::unknown; }
 };
 
 // The default: admits everything.

@@ -51,6 +51,14 @@ struct StatsSnapshot {
   std::uint64_t function_change_waits = 0;  // of which waited for held launches of the kernel
   std::uint64_t deferred_errors = 0;  // held operations the driver refused (reported at a sync)
   std::uint64_t chunked_copies = 0;   // copies split into gated chunks
+  std::uint64_t routed_launches = 0;  // kernels submitted to a mirror stream in an SM partition
+  std::uint64_t routed_ops = 0;       // every operation submitted to a mirror (kernels included)
+  std::uint64_t route_switches = 0;   // a stream's work moved between its stream and a mirror
+  std::uint64_t route_edges = 0;      // ordering events recorded for routing (switches, legacy)
+  std::uint64_t route_failures = 0;   // partitions or mirrors that could not be made (full GPU)
+  std::uint64_t partitions = 0;       // green contexts created
+  std::uint64_t mirror_streams = 0;   // mirror streams created
+  std::uint64_t priority_overrides = 0;  // streams created with another priority than asked
   std::uint64_t module_loads = 0;     // cuModuleLoad*, cuLibraryLoad*
   std::uint64_t proc_queries = 0;     // cuGetProcAddress calls
   std::uint64_t proc_unknown = 0;     // of which for names the shim's table lacks (forwarded)
@@ -80,6 +88,19 @@ struct Stats {  // a struct: gate_factory.h declares it so
   }
   void count_deferred_error() noexcept { deferred_errors_.fetch_add(1, std::memory_order_relaxed); }
   void count_chunked_copy() noexcept { chunked_copies_.fetch_add(1, std::memory_order_relaxed); }
+  // Routing and priorities: off the inline fast path (only routed work and stream creation).
+  void count_routed(OpKind kind) noexcept {
+    routed_ops_.fetch_add(1, std::memory_order_relaxed);
+    if (kind == OpKind::kernel) routed_launches_.fetch_add(1, std::memory_order_relaxed);
+  }
+  void count_route_switch() noexcept { route_switches_.fetch_add(1, std::memory_order_relaxed); }
+  void count_route_edge() noexcept { route_edges_.fetch_add(1, std::memory_order_relaxed); }
+  void count_route_failure() noexcept { route_failures_.fetch_add(1, std::memory_order_relaxed); }
+  void count_partition() noexcept { partitions_.fetch_add(1, std::memory_order_relaxed); }
+  void count_mirror_stream() noexcept { mirror_streams_.fetch_add(1, std::memory_order_relaxed); }
+  void count_priority_override() noexcept {
+    priority_overrides_.fetch_add(1, std::memory_order_relaxed);
+  }
   void count_module_load() noexcept { module_loads_.fetch_add(1, std::memory_order_relaxed); }
   void count_proc_query() noexcept { proc_queries_.fetch_add(1, std::memory_order_relaxed); }
   void count_export_table() noexcept { export_tables_.fetch_add(1, std::memory_order_relaxed); }
@@ -131,6 +152,14 @@ struct Stats {  // a struct: gate_factory.h declares it so
   Counter function_change_waits_{0};
   Counter deferred_errors_{0};
   Counter chunked_copies_{0};
+  Counter routed_launches_{0};
+  Counter routed_ops_{0};
+  Counter route_switches_{0};
+  Counter route_edges_{0};
+  Counter route_failures_{0};
+  Counter partitions_{0};
+  Counter mirror_streams_{0};
+  Counter priority_overrides_{0};
   Counter module_loads_{0};
   Counter proc_queries_{0};
   Counter proc_unknown_{0};

@@ -1,0 +1,377 @@
+// Routing of application streams to SM partitions (green contexts) and stream priorities, on the
+// fake driver: where routed kernels run, per-stream order and the legacy barrier across route
+// changes (random programs against the reference model), synchronization and queries that cover
+// mirror streams, the fallback when green contexts cannot be made, and class priorities.
+#include "fake_program.h"
+
+namespace sluice::shim::test {
+namespace {
+
+constexpr std::uint32_t kPartitionSms = 16;
+constexpr const char* kSlowModule =
+    "# sluice fake module v1\n"
+    "kernel affine params=8,4,4,4 op=affine_u32 duration_us=40\n"
+    "kernel append params=8,4 op=append_u32 duration_us=40\n";
+
+// A gate that routes (Gate::route_sms) every named stream, or those of a mask, to a partition,
+// optionally holding the work of some streams; tests and its own thread change both.
+class RouteGate final : public Gate {
+ public:
+  explicit RouteGate(GateListener& listener) : listener_(listener) {}
+  ~RouteGate() override { stop(); }
+
+  bool admit(const OpDesc& op) noexcept override {
+    const std::uint32_t refused = refused_.load();
+    for (std::size_t i = 0; i < streams_.size(); ++i) {
+      if (streams_[i] == op.stream) return (refused & (1u << i)) == 0;
+    }
+    return true;
+  }
+  std::uint32_t route_sms(const OpDesc& op) const noexcept override {
+    const std::uint32_t routed = routed_.load();
+    for (std::size_t i = 0; i < streams_.size(); ++i) {
+      if (streams_[i] == op.stream) return (routed & (1u << i)) != 0 ? sms_.load() : 0;
+    }
+    return sms_.load();
+  }
+  StreamClass stream_class() const noexcept override { return cls_.load(); }
+  const char* name() const noexcept override { return "route"; }
+
+  void set_sms(std::uint32_t sms) {
+    sms_.store(sms);
+    listener_.gate_changed();
+  }
+  void set_class(StreamClass cls) { cls_.store(cls); }
+
+  // From now on a thread of the gate routes a random subset of `streams` (and holds another) and
+  // changes both every 20 to 500 microseconds.
+  void randomize(std::vector<CUstream> streams, std::uint32_t seed) {
+    streams_ = std::move(streams);
+    routed_.store(0);
+    thread_ = std::thread([this, seed] {
+      std::mt19937 rng(seed);
+      const std::uint32_t all = (1u << streams_.size()) - 1;
+      while (!stop_.load()) {
+        routed_.store(rng() & all);
+        refused_.store(rng() & rng() & all);
+        sms_.store(rng() % 4 == 0 ? 2 * kPartitionSms : kPartitionSms);
+        listener_.gate_changed();
+        std::this_thread::sleep_for(std::chrono::microseconds(20 + rng() % 480));
+      }
+      refused_.store(0);
+      listener_.gate_changed();
+    });
+  }
+  void stop() {
+    stop_.store(true);
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  GateListener& listener_;
+  std::vector<CUstream> streams_;  // fixed while the thread runs
+  std::atomic<std::uint32_t> sms_{0};
+  std::atomic<std::uint32_t> routed_{~0u};
+  std::atomic<std::uint32_t> refused_{0};
+  std::atomic<StreamClass> cls_{StreamClass::unknown};
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+template <typename T>
+T fake_symbol(const char* name) {
+  return reinterpret_cast<T>(dlsym(Fake::get().handle, name));
+}
+
+std::vector<sluice_fake_trace_record> kernels_in_trace() {
+  auto count = fake_symbol<decltype(&sluice_fake_trace_count)>("sluice_fake_trace_count");
+  auto read = fake_symbol<decltype(&sluice_fake_trace_read)>("sluice_fake_trace_read");
+  std::vector<sluice_fake_trace_record> records(count());
+  records.resize(read(records.data(), 0, records.size()));
+  std::erase_if(records, [](const auto& r) { return r.kind != SLUICE_FAKE_OP_KERNEL; });
+  return records;
+}
+
+class RouteTest : public FakeEngineTest {
+ public:
+  void SetUp() override {
+    FakeEngineTest::SetUp();
+    if (HasFatalFailure()) return;
+    // Kernels that take device time, so that work reaching the device out of order shows.
+    ASSERT_CU_OK(cu->cuModuleLoadData(&slow_module, kSlowModule));
+    ASSERT_CU_OK(cu->cuModuleGetFunction(&affine, slow_module, "affine"));
+    ASSERT_CU_OK(cu->cuModuleGetFunction(&append, slow_module, "append"));
+    route = std::make_unique<RouteGate>(*engine);
+    engine->set_gate(route.get());
+    fake_symbol<decltype(&sluice_fake_trace_enable)>("sluice_fake_trace_enable")(1);
+    fake_symbol<decltype(&sluice_fake_trace_clear)>("sluice_fake_trace_clear")();
+  }
+  void TearDown() override {
+    if (engine) engine->set_gate(nullptr);
+    if (route) route->stop();
+    fake_symbol<decltype(&sluice_fake_trace_enable)>("sluice_fake_trace_enable")(0);
+    FakeEngineTest::TearDown();
+    if (slow_module != nullptr) cu->cuModuleUnload(slow_module);
+  }
+
+  std::uint64_t primary_id() {
+    unsigned long long id = 0;
+    EXPECT_CU_OK(cu->cuCtxGetId(ctx, &id));
+    return id;
+  }
+
+  // A pinned word that a cuStreamWaitValue32 on a stream waits for: only the test releases it.
+  std::uint32_t* flag() {
+    std::uint32_t* word = new_pinned(1);
+    *word = 0;
+    return word;
+  }
+  CUresult wait_for(CUstream s, std::uint32_t* word) {
+    OpDesc desc;
+    desc.kind = OpKind::mem_op;
+    return engine->enqueue(StreamAbi::legacy, desc, cu->cuStreamWaitValue32_v2, s,
+                           reinterpret_cast<CUdeviceptr>(word), 1u,
+                           static_cast<unsigned>(CU_STREAM_WAIT_VALUE_EQ));
+  }
+  static void release(std::uint32_t* word) { __atomic_store_n(word, 1u, __ATOMIC_SEQ_CST); }
+
+  std::unique_ptr<RouteGate> route;
+  CUmodule slow_module = nullptr;
+};
+
+TEST_F(RouteTest, RoutedKernelsRunInTheirPartitionAndComeBackToTheFullGpu) {
+  CUstream s = new_stream(CU_STREAM_NON_BLOCKING);
+  CUdeviceptr log = new_buffer(4 * 64);
+  route->set_sms(kPartitionSms);
+  for (std::uint32_t tag = 1; tag <= 3; ++tag)
+    ASSERT_CU_OK(launch_append(StreamAbi::legacy, s, log, tag));
+  route->set_sms(0);
+  for (std::uint32_t tag = 4; tag <= 5; ++tag)
+    ASSERT_CU_OK(launch_append(StreamAbi::legacy, s, log, tag));
+  ASSERT_CU_OK(engine->synchronize_stream(StreamAbi::legacy, cu->cuStreamSynchronize, s));
+
+  EXPECT_EQ(read(log, 6), (std::vector<std::uint32_t>{5, 1, 2, 3, 4, 5}));
+  const std::vector<sluice_fake_trace_record> kernels = kernels_in_trace();
+  ASSERT_EQ(kernels.size(), 5u);
+  for (const auto& k : kernels) {
+    SCOPED_TRACE("kernel tag " + std::to_string(k.tag));
+    if (k.tag <= 3) {
+      EXPECT_EQ(k.sm_count, kPartitionSms);
+      EXPECT_NE(k.ctx_id, primary_id());  // the green context
+      EXPECT_NE(k.stream, reinterpret_cast<std::uint64_t>(s));
+    } else {
+      EXPECT_EQ(k.sm_count, 132u);
+      EXPECT_EQ(k.ctx_id, primary_id());
+      EXPECT_EQ(k.stream, reinterpret_cast<std::uint64_t>(s));
+    }
+  }
+  const StatsSnapshot stats = engine->stats().snapshot();
+  EXPECT_EQ(stats.routed_launches, 3u);
+  EXPECT_EQ(stats.route_switches, 2u);
+  EXPECT_EQ(stats.partitions, 1u);
+  EXPECT_EQ(stats.mirror_streams, 1u);
+  const std::string json = engine->stats().to_json("route");
+  EXPECT_NE(json.find("\"routed_launches\": 3"), std::string::npos) << json;
+}
+
+// Work that the previous target has not run yet keeps its place when the route changes, in both
+// directions, and so do copies, memsets and event records.
+TEST_F(RouteTest, EveryRouteChangeKeepsTheStreamsOrder) {
+  for (unsigned flags : {0u, static_cast<unsigned>(CU_STREAM_NON_BLOCKING)}) {
+    SCOPED_TRACE("stream flags " + std::to_string(flags));
+    CUstream s = new_stream(flags);
+    CUdeviceptr log = new_buffer(4 * 64);
+    CUdeviceptr buffer = new_buffer(4 * 16);
+    CUdeviceptr copy = new_buffer(4 * 16);
+    CUevent recorded = nullptr;
+    ASSERT_CU_OK(cu->cuEventCreate(&recorded, CU_EVENT_DISABLE_TIMING));
+    std::vector<std::uint32_t> expected = {0};
+    for (std::uint32_t round = 0; round < 4; ++round) {
+      route->set_sms(round % 2 == 0 ? kPartitionSms : 0);
+      std::uint32_t* word = flag();
+      ASSERT_CU_OK(wait_for(s, word));  // nothing of the stream after this may run before it
+      ASSERT_CU_OK(launch_append(StreamAbi::legacy, s, log, 10 * round + 1));
+      OpDesc memset;
+      memset.kind = OpKind::memset;
+      ASSERT_CU_OK(engine->enqueue(StreamAbi::legacy, memset, cu->cuMemsetD32Async, buffer,
+                                   round + 5, std::size_t{16}, s));
+      route->set_sms(round % 2 == 0 ? 0 : 2 * kPartitionSms);
+      ASSERT_CU_OK(launch_affine(StreamAbi::legacy, s, buffer, 2, 1, 16));
+      ASSERT_CU_OK(engine->copy_1d(StreamAbi::legacy, cu->cuMemcpyDtoDAsync_v2, copy, buffer,
+                                   std::size_t{4 * 16}, s));
+      ASSERT_CU_OK(engine->record_event(StreamAbi::legacy, cu->cuEventRecord, recorded, s));
+      ASSERT_CU_OK(launch_append(StreamAbi::legacy, s, log, 10 * round + 2));
+      EXPECT_EQ(engine->query_event(cu->cuEventQuery, recorded), CUDA_ERROR_NOT_READY);
+      release(word);
+      ASSERT_CU_OK(engine->synchronize_event(cu->cuEventSynchronize, recorded));
+      EXPECT_EQ(read(copy, 16), std::vector<std::uint32_t>(16, (round + 5) * 2 + 1));
+      expected.push_back(10 * round + 1);
+      expected.push_back(10 * round + 2);
+    }
+    ASSERT_CU_OK(engine->synchronize_stream(StreamAbi::legacy, cu->cuStreamSynchronize, s));
+    expected[0] = static_cast<std::uint32_t>(expected.size() - 1);
+    EXPECT_EQ(read(log, expected.size()), expected);
+    ASSERT_CU_OK(engine->destroy_event(cu->cuEventDestroy_v2, recorded));
+  }
+  // Per stream: on, off, on (32 SMs), on (16 SMs), off, on (32 SMs).
+  EXPECT_EQ(engine->stats().snapshot().route_switches, 12u);
+}
+
+// Random programs over the legacy stream, the per-thread stream, blocking and non-blocking
+// streams, with a gate that routes a random subset of the named streams (to partitions of two
+// sizes) and holds another, both changing underneath: results must match the reference model,
+// which knows nothing of routing.
+TEST_F(RouteTest, RandomProgramsMatchTheReferenceModelWhileTheRouteChanges) {
+  for (std::uint32_t seed = 1; seed <= 10; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    RandomProgram program(*this, 7000 + seed);
+    program.run(250, [&](const std::vector<CUstream>& canonical) {
+      auto routing = std::make_unique<RouteGate>(*engine);
+      routing->randomize(canonical, seed);
+      return routing;
+    });
+    if (HasFatalFailure() || HasNonfatalFailure()) return;
+  }
+  const StatsSnapshot stats = engine->stats().snapshot();
+  EXPECT_GT(stats.routed_ops, 0u);
+  EXPECT_GT(stats.route_switches, 0u);
+  EXPECT_GT(stats.total(stats.held_ops), 0u);
+}
+
+TEST_F(RouteTest, SynchronizationAndQueriesCoverTheMirror) {
+  CUstream s = new_stream(0);
+  CUdeviceptr log = new_buffer(4 * 64);
+  CUevent done = nullptr;
+  ASSERT_CU_OK(cu->cuEventCreate(&done, CU_EVENT_DISABLE_TIMING));
+  route->set_sms(kPartitionSms);
+
+  // Stream synchronization and query.
+  std::uint32_t* first = flag();
+  ASSERT_CU_OK(wait_for(s, first));
+  ASSERT_CU_OK(launch_append(StreamAbi::legacy, s, log, 1));
+  EXPECT_EQ(engine->query_stream(StreamAbi::legacy, cu->cuStreamQuery, s), CUDA_ERROR_NOT_READY);
+  release(first);
+  ASSERT_CU_OK(engine->synchronize_stream(StreamAbi::legacy, cu->cuStreamSynchronize, s));
+  EXPECT_CU_OK(engine->query_stream(StreamAbi::legacy, cu->cuStreamQuery, s));
+  EXPECT_EQ(read(log, 2), (std::vector<std::uint32_t>{1, 1}));
+
+  // An event recorded on the routed stream means all earlier work of the stream.
+  std::uint32_t* second = flag();
+  ASSERT_CU_OK(wait_for(s, second));
+  ASSERT_CU_OK(launch_append(StreamAbi::legacy, s, log, 2));
+  ASSERT_CU_OK(engine->record_event(StreamAbi::legacy, cu->cuEventRecord, done, s));
+  EXPECT_EQ(engine->query_event(cu->cuEventQuery, done), CUDA_ERROR_NOT_READY);
+  release(second);
+  ASSERT_CU_OK(engine->synchronize_event(cu->cuEventSynchronize, done));
+  EXPECT_EQ(read(log, 3), (std::vector<std::uint32_t>{2, 1, 2}));
+
+  // Context synchronization, and a synchronous copy on the legacy stream (the legacy barrier
+  // covers the mirror of a blocking stream).
+  std::uint32_t* third = flag();
+  ASSERT_CU_OK(wait_for(s, third));
+  ASSERT_CU_OK(launch_append(StreamAbi::legacy, s, log, 3));
+  release(third);
+  ASSERT_CU_OK(engine->synchronize_context([&] { return cu->cuCtxSynchronize(); }));
+  EXPECT_EQ(read(log, 4), (std::vector<std::uint32_t>{3, 1, 2, 3}));
+  std::uint32_t* fourth = flag();
+  ASSERT_CU_OK(wait_for(s, fourth));
+  ASSERT_CU_OK(launch_append(StreamAbi::legacy, s, log, 4));
+  release(fourth);
+  engine->drain_all();  // what every synchronous entry point does first
+  EXPECT_EQ(read(log, 5), (std::vector<std::uint32_t>{4, 1, 2, 3, 4}));
+
+  ASSERT_CU_OK(engine->destroy_event(cu->cuEventDestroy_v2, done));
+}
+
+// A kernel on the legacy stream after work of a routed blocking stream waits for it, and later work
+// of the routed stream waits for the legacy kernel, as the driver's barrier orders the stream.
+TEST_F(RouteTest, TheLegacyBarrierReachesTheMirrorOfABlockingStream) {
+  CUstream s = new_stream(0);
+  CUdeviceptr log = new_buffer(4 * 64);
+  route->set_sms(kPartitionSms);
+  std::uint32_t* gate_word = flag();
+  ASSERT_CU_OK(wait_for(s, gate_word));
+  ASSERT_CU_OK(launch_append(StreamAbi::legacy, s, log, 1));
+  ASSERT_CU_OK(launch_append(StreamAbi::legacy, nullptr, log, 2));  // the legacy stream
+  ASSERT_CU_OK(launch_append(StreamAbi::legacy, s, log, 3));
+  release(gate_word);
+  ASSERT_CU_OK(engine->synchronize_context([&] { return cu->cuCtxSynchronize(); }));
+  EXPECT_EQ(read(log, 4), (std::vector<std::uint32_t>{3, 1, 2, 3}));
+}
+
+TEST_F(RouteTest, WithoutGreenContextsWorkStaysOnTheFullGpu) {
+  DriverApi broken = *cu;
+  broken.cuGreenCtxCreate = [](CUgreenCtx*, CUdevResourceDesc, CUdevice, unsigned) {
+    return CUDA_ERROR_NOT_SUPPORTED;
+  };
+  engine->set_gate(nullptr);
+  engine = std::make_unique<Engine>(broken);
+  route = std::make_unique<RouteGate>(*engine);
+  engine->set_gate(route.get());
+  route->set_sms(kPartitionSms);
+  CUstream s = new_stream(CU_STREAM_NON_BLOCKING);
+  CUdeviceptr buffer = new_buffer(4 * 16);
+  for (std::uint32_t add = 1; add <= 4; ++add)
+    ASSERT_CU_OK(launch_affine(StreamAbi::legacy, s, buffer, 3, add, 16));
+  ASSERT_CU_OK(engine->synchronize_stream(StreamAbi::legacy, cu->cuStreamSynchronize, s));
+  std::uint32_t expected = 0;
+  for (std::uint32_t add = 1; add <= 4; ++add) expected = expected * 3 + add;
+  EXPECT_EQ(read(buffer, 16), std::vector<std::uint32_t>(16, expected));
+  for (const auto& k : kernels_in_trace()) EXPECT_EQ(k.sm_count, 132u);
+  const StatsSnapshot stats = engine->stats().snapshot();
+  EXPECT_EQ(stats.route_failures, 1u);  // tried once, remembered
+  EXPECT_EQ(stats.routed_ops, 0u);
+}
+
+TEST_F(RouteTest, StreamPrioritiesFollowTheClass) {
+  int least = 0;
+  int greatest = 0;
+  ASSERT_CU_OK(cu->cuCtxGetStreamPriorityRange(&least, &greatest));
+  ASSERT_LT(greatest, least);
+  auto created_priority = [&](int requested) {
+    CUstream s = nullptr;
+    EXPECT_CU_OK(cu->cuStreamCreateWithPriority(&s, CU_STREAM_NON_BLOCKING,
+                                                engine->stream_priority(requested)));
+    int priority = 99;
+    EXPECT_CU_OK(cu->cuStreamGetPriority(s, &priority));
+    EXPECT_CU_OK(cu->cuStreamDestroy_v2(s));
+    return priority;
+  };
+  // No class known: as asked.
+  EXPECT_EQ(created_priority(0), 0);
+  EXPECT_EQ(created_priority(greatest), greatest);
+  route->set_class(StreamClass::rt);
+  EXPECT_EQ(created_priority(0), greatest);
+  EXPECT_EQ(created_priority(least), greatest);
+  EXPECT_EQ(created_priority(greatest), greatest);  // not an override
+  route->set_class(StreamClass::be);
+  EXPECT_EQ(created_priority(0), least);  // not an override either
+  EXPECT_EQ(created_priority(greatest), least);
+  EXPECT_EQ(engine->stats().snapshot().priority_overrides, 3u);
+  // The legacy stream keeps the default priority whatever the class.
+  int legacy = 99;
+  ASSERT_CU_OK(cu->cuStreamGetPriority(CU_STREAM_LEGACY, &legacy));
+  EXPECT_EQ(legacy, 0);
+}
+
+TEST_F(RouteTest, AMirrorHasThePriorityOfItsStream) {
+  int least = 0;
+  int greatest = 0;
+  ASSERT_CU_OK(cu->cuCtxGetStreamPriorityRange(&least, &greatest));
+  CUstream s = nullptr;
+  ASSERT_CU_OK(cu->cuStreamCreateWithPriority(&s, CU_STREAM_NON_BLOCKING, greatest));
+  engine->stream_created(s, CU_STREAM_NON_BLOCKING);
+  CUdeviceptr log = new_buffer(64);
+  route->set_sms(kPartitionSms);
+  ASSERT_CU_OK(launch_append(StreamAbi::legacy, s, log, 7));
+  ASSERT_CU_OK(engine->synchronize_stream(StreamAbi::legacy, cu->cuStreamSynchronize, s));
+  const auto kernels = kernels_in_trace();
+  ASSERT_EQ(kernels.size(), 1u);
+  int priority = 99;
+  ASSERT_CU_OK(cu->cuStreamGetPriority(reinterpret_cast<CUstream>(kernels[0].stream), &priority));
+  EXPECT_EQ(priority, greatest);
+  ASSERT_CU_OK(engine->destroy_stream(cu->cuStreamDestroy_v2, s));
+}
+
+}  // namespace
+}  // namespace sluice::shim::test
