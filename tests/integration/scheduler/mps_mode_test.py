@@ -93,6 +93,31 @@ def test_mps_mode_starts_announces_partitions_and_quits(h):
     expect(fake_client(h, "get_server_list").returncode != 0, "the control daemon still answers")
 
 
+def test_rt_arriving_behind_killable_best_effort_work_counts_a_kill(h):
+    policy = dict(POLICY, rules=[RT_RULE, {"name": "batch", "match": {"label": "batch"}, "class": "be", "priority": -1,
+                                                "kill": True}])
+    h.start_daemon(policy)
+    be = h.client(["be", "--kernel-us", "2000", "--grid", "132", "--depth", "4", "--duration-s", "30"], label="batch")
+    keep = h.client(["be", "--kernel-us", "2000", "--grid", "132", "--depth", "4", "--duration-s", "30"], label="be")
+    control = Control(h.socket)
+    ps = lambda: {c["pid"]: c for c in control.request("ps")["clients"]}
+    # The gate is open: both keep four 2 ms kernels in flight, far over the 200 us budget.
+    wait_for(lambda: all(((ps().get(p.pid) or {}).get("inflight_us") or 0) > 1000 for p in (be, keep)), 20,
+             "BE work in flight before RT arrives")
+    h.client(["rt", "--kernel-us", "50", "--period-us", "2000", "--duration-s", "30"])
+    killed = wait_for(lambda: ps()[be.pid]["kills"] >= 1 and ps(), 20, "a kill for the killable client")
+    expect(killed[be.pid]["kill_epoch"] >= 1 and killed[keep.pid]["kills"] == 0 and not killed[keep.pid]["kill"],
+           f"ps: {killed[be.pid]} {killed[keep.pid]}")
+    device = control.request("status")["devices"][0]
+    expect(device["kill_epoch"] >= 1 and device["kills"] >= 1 and device["route"] == "full",
+           f"timeslice mode kills but never partitions: {device}")
+    rows = {int(line.split()[0]): line.split() for line in h.ctl("ps").stdout.splitlines()[1:]}
+    # ... GPU% KILLS RULE EXE: a count for a killable client, "-" for the others.
+    expect(rows[be.pid][-3].isdigit() and int(rows[be.pid][-3]) >= 1 and rows[keep.pid][-3] == "-",
+           f"ps KILLS column: {rows}")
+    control.close()
+
+
 def test_running_control_daemon_is_adopted_and_left_running(h):
     pipe, log = dirs(h)
     os.makedirs(pipe, mode=0o700)
@@ -138,6 +163,7 @@ if __name__ == "__main__":
         sys.exit(__doc__)
     sys.exit(run_tests([
         test_mps_mode_starts_announces_partitions_and_quits,
+        test_rt_arriving_behind_killable_best_effort_work_counts_a_kill,
         test_running_control_daemon_is_adopted_and_left_running,
         test_failing_control_program_stops_sluiced_or_falls_back_with_auto,
     ], sys.argv[1]))
