@@ -71,7 +71,7 @@ Result<std::unique_ptr<MpsControl>> MpsControl::start(const MpsOptions& options)
 
   std::unique_ptr<MpsControl> control(new MpsControl(options, program));
   // One control daemon per pipe directory: one that answers already is used as it is.
-  if (control->check()) {
+  if (control->send("get_server_list")) {
     control->state_ = MpsState::adopted;
     log::warn("an MPS control daemon already answers on {}; using it (sluiced will leave it running at exit)",
               options.pipe_dir);
@@ -87,15 +87,16 @@ Result<std::unique_ptr<MpsControl>> MpsControl::start(const MpsOptions& options)
   }
   // It daemonizes before its pipe is ready: give it until the timeout to answer.
   const std::uint64_t deadline = now_ns() + options.timeout_ms * 1'000'000;
-  Status healthy = control->check();
+  auto healthy = control->send("get_server_list");
   while (!healthy && now_ns() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    healthy = control->check();
+    healthy = control->send("get_server_list");
   }
   if (!healthy) {
     return make_error("{} -d started but does not answer get_server_list on {}: {} (log: {})", program,
                       options.pipe_dir, healthy.error().message, options.log_dir);
   }
+  control->owned_ = true;
   control->state_ = MpsState::started;
   log::info("MPS control daemon started: {} (pipe {}, log {})", program, options.pipe_dir, options.log_dir);
   return control;
@@ -105,7 +106,7 @@ MpsControl::~MpsControl() {
   if (auto status = stop(); !status) log::warn("{}", status.error().message);
 }
 
-Result<std::string> MpsControl::send(const std::string& command) {
+Result<std::string> MpsControl::send(const std::string& command) const {
   auto result = run_command({program_}, {"CUDA_MPS_PIPE_DIRECTORY=" + options_.pipe_dir,
                                          "CUDA_MPS_LOG_DIRECTORY=" + options_.log_dir},
                             command + "\n", options_.timeout_ms);
@@ -119,16 +120,47 @@ Result<std::string> MpsControl::send(const std::string& command) {
 
 Status MpsControl::check() {
   auto answer = send("get_server_list");
+  MpsState seen = state_.load();
   if (!answer) {
-    if (state_ == MpsState::started || state_ == MpsState::adopted) state_ = MpsState::lost;
+    if ((seen == MpsState::started || seen == MpsState::adopted) && state_.compare_exchange_strong(seen, MpsState::lost)) {
+      log::warn("the MPS control daemon on {} stopped answering ({}); clients that start now run without MPS",
+                options_.pipe_dir, answer.error().message);
+    }
     return std::move(answer).take_error();
+  }
+  if (seen == MpsState::lost && state_.compare_exchange_strong(seen, owned_ ? MpsState::started : MpsState::adopted)) {
+    log::info("the MPS control daemon on {} answers again", options_.pipe_dir);
   }
   return {};
 }
 
+void MpsControl::watch(std::uint64_t interval_ms) {
+  end_watch();
+  watch_stop_ = false;
+  watch_thread_ = std::thread([this, interval_ms] {
+    std::unique_lock lock(watch_mu_);
+    while (!watch_cv_.wait_for(lock, std::chrono::milliseconds(interval_ms), [this] { return watch_stop_; })) {
+      lock.unlock();
+      (void)check();
+      lock.lock();
+    }
+  });
+}
+
+void MpsControl::end_watch() {
+  {
+    std::lock_guard lock(watch_mu_);
+    watch_stop_ = true;
+  }
+  watch_cv_.notify_all();
+  if (watch_thread_.joinable()) watch_thread_.join();
+}
+
 Status MpsControl::stop() {
-  if (state_ != MpsState::started) return {};
-  state_ = MpsState::stopped;
+  end_watch();
+  if (!owned_) return {};
+  MpsState was = state_.exchange(MpsState::stopped);
+  if (was == MpsState::stopped || was == MpsState::lost) return {};  // nothing that answers to quit
   auto quit = send("quit");
   if (!quit) return make_error("MPS control daemon on {}: quit: {}", options_.pipe_dir, quit.error().message);
   // quit returns once the control daemon has the command; wait until it no longer answers.

@@ -27,6 +27,8 @@ constexpr std::uint64_t kMaxSleepNs = 1'000'000'000;
 constexpr std::size_t kBatch = 256;
 // A client that sends this many invalid messages is disconnected: it is broken or hostile.
 constexpr std::uint64_t kInvalidLimit = 10'000;
+// How often the MPS control daemon is asked whether it still answers (on its own thread).
+constexpr std::uint64_t kMpsWatchMs = 10'000;
 
 enum class Tag : std::uint32_t { listen = 1, wake, signal, session, doorbell, pidfd };
 
@@ -567,6 +569,7 @@ Status Server::Impl::start_mps() {
     return {};
   }
   mps_ = std::move(*control);
+  mps_->watch(kMpsWatchMs);
   mode_ = protocol::SharingMode::mps;
   scheduler_.set_sharing_mode(mode_, now_ns());
   return {};

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "sluice/scheduler/mps.h"
 #include "subprocess.h"
@@ -70,6 +71,23 @@ TEST_F(MpsTest, StartsChecksAndQuitsItsControlDaemon) {
   EXPECT_NE(log().find("quit\nexiting\n"), std::string::npos) << log();
   EXPECT_FALSE((*control)->check()) << "it no longer answers";
   EXPECT_TRUE((*control)->stop()) << "idempotent";
+}
+
+TEST_F(MpsTest, AControlDaemonThatDiesIsSeenLostByTheWatch) {
+  auto control = MpsControl::start(options_);
+  ASSERT_TRUE(control) << control.error().message;
+  (*control)->watch(20);
+  std::string pid_text = read_file(options_.pipe_dir + "/control.pid");
+  ASSERT_FALSE(pid_text.empty());
+  kill(std::atoi(pid_text.c_str()), SIGKILL);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while ((*control)->state() != MpsState::lost && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ((*control)->state(), MpsState::lost);
+  EXPECT_FALSE((*control)->check());
+  EXPECT_TRUE((*control)->stop()) << "nothing to quit";
+  EXPECT_EQ(log().find("quit"), std::string::npos);
 }
 
 TEST_F(MpsTest, AdoptsAControlDaemonThatAlreadyAnswersAndLeavesItRunning) {

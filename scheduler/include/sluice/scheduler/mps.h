@@ -6,16 +6,23 @@
 //              running at exit: sluiced did not start it), or
 //            * starts `nvidia-cuda-mps-control -d` with CUDA_MPS_PIPE_DIRECTORY and
 //              CUDA_MPS_LOG_DIRECTORY set, and checks that it answers `get_server_list`.
-// stop():    for a control daemon sluiced started: sends `quit` and waits (bounded) until it no
-//            longer answers.
+// watch():   checks it every interval on a thread of its own (never on sluiced's loop): one that
+//            stops answering is `lost` (logged once), and back to what it was when it answers again.
+// stop():    ends the watch; for a control daemon sluiced started, sends `quit` and waits (bounded)
+//            until it no longer answers.
 // Every call of the control program is posix_spawn'ed without a shell and bounded by a timeout.
 //
-// Thread rules: one thread (sluiced's main thread) owns it.
+// Thread rules: one thread (sluiced's main thread) owns it; state() may be read from any thread
+// while the watch runs.
 #pragma once
 
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "sluice/common/result.h"
 
@@ -51,22 +58,32 @@ class MpsControl {
   MpsControl(const MpsControl&) = delete;
   MpsControl& operator=(const MpsControl&) = delete;
 
-  // `echo get_server_list | nvidia-cuda-mps-control`: answers (exit 0) within the timeout.
+  // `echo get_server_list | nvidia-cuda-mps-control`: answers (exit 0) within the timeout. Moves
+  // the state to `lost` when a started or adopted one does not answer, and back when it does.
   Status check();
-  // Quits a control daemon sluiced started; idempotent. Adopted ones are left running.
+  // Runs check() every `interval_ms` on a thread until stop().
+  void watch(std::uint64_t interval_ms);
+  // Ends the watch and quits a control daemon sluiced started; idempotent. Adopted ones are left
+  // running.
   Status stop();
 
-  MpsState state() const { return state_; }
+  MpsState state() const { return state_.load(); }
   const MpsOptions& options() const { return options_; }
   const std::string& program() const { return program_; }  // resolved path
 
  private:
   MpsControl(MpsOptions options, std::string program) : options_(std::move(options)), program_(std::move(program)) {}
-  Result<std::string> send(const std::string& command);
+  Result<std::string> send(const std::string& command) const;
+  void end_watch();
 
   MpsOptions options_;
   std::string program_;
-  MpsState state_ = MpsState::started;
+  bool owned_ = false;  // sluiced started it
+  std::atomic<MpsState> state_{MpsState::started};
+  std::mutex watch_mu_;
+  std::condition_variable watch_cv_;
+  bool watch_stop_ = false;  // guarded by watch_mu_
+  std::thread watch_thread_;
 };
 
 }  // namespace sluice::sched
