@@ -35,6 +35,7 @@ constexpr std::uint64_t kDefaultMarkerNs = 1'000'000;
 constexpr std::uint32_t kMaxSamplesInFlight = 64;
 constexpr std::uint64_t kBeSampleEvery = 16;
 constexpr std::uint64_t kRtSampleEvery = 256;
+constexpr std::uint32_t kPartitionGranule = 8;  // SM partitions on sm_90: multiples of 8 SMs
 
 // Counts forks in this process's ancestry. A gate made before a fork is dead in the child (its
 // segment belongs to the parent and its thread did not survive); the shim makes the child a new one.
@@ -85,6 +86,7 @@ struct DeviceGate {
   std::atomic<std::uint64_t> completed_ns{0};
   std::atomic<std::uint64_t> held{0};
   std::atomic<std::uint64_t> newest_seq{0};
+  std::atomic<std::uint32_t> route_sms{0};  // best-effort work: 0 full GPU, else partition SMs
   std::atomic<bool> used{false};
   // The gate's thread only.
   std::uint64_t retired_seq = 0;
@@ -223,6 +225,23 @@ class DaemonGate final : public ClientGate {
   }
 
   const char* name() const noexcept override { return "daemon"; }
+
+  // Best-effort work goes where the newest decision of its device says; real-time work, and all
+  // work while sluiced is not connected, on the full GPU.
+  std::uint32_t route_sms(const OpDesc& op) const noexcept override {
+    if (link_.load(std::memory_order_relaxed) != LinkState::connected ||
+        cls_.load(std::memory_order_relaxed) != protocol::Class::be || forked()) {
+      return 0;
+    }
+    return gate_of(device_index(op.device)).route_sms.load(std::memory_order_relaxed);
+  }
+
+  // The class sluiced gave at the first connection (and later decisions); unknown before.
+  shim::StreamClass stream_class() const noexcept override {
+    if (!class_known_.load(std::memory_order_acquire)) return shim::StreamClass::unknown;
+    return cls_.load(std::memory_order_relaxed) == protocol::Class::rt ? shim::StreamClass::rt
+                                                                       : shim::StreamClass::be;
+  }
 
   ClientState state() const override {
     ClientState s;
@@ -448,6 +467,7 @@ class DaemonGate final : public ClientGate {
       conn_.store(c, std::memory_order_release);
     }
     cls_.store(c->cls);
+    class_known_.store(true, std::memory_order_release);
     apply_decisions(*c);  // sluiced put the first decisions in the ring before answering
     link_.store(LinkState::connected, std::memory_order_release);
     connects_.fetch_add(1);
@@ -490,6 +510,7 @@ class DaemonGate final : public ClientGate {
       DeviceGate& gate = decision->device < 0 ? default_gate_ : devices_[static_cast<std::size_t>(decision->device)];
       gate.marker_ns.store(decision->marker_ns != 0 ? decision->marker_ns : kDefaultMarkerNs, std::memory_order_relaxed);
       gate.solo.store(decision->solo != 0, std::memory_order_relaxed);
+      gate.route_sms.store(route_of(*decision), std::memory_order_relaxed);
       gate.grant_ns.store(decision->grant_ns, std::memory_order_release);
       gate.decided.store(true, std::memory_order_release);
       applied_seq_.store(decision->decision_seq, std::memory_order_relaxed);
@@ -497,6 +518,25 @@ class DaemonGate final : public ClientGate {
       applied = true;
     }
     return applied;
+  }
+
+  // The partition a decision puts best-effort work in (0: the full GPU). A route sluice cannot
+  // follow is reported and read as the full GPU.
+  static std::uint32_t route_of(const protocol::DecisionMsg& decision) {
+    if (decision.route == protocol::Route::full) return 0;
+    if (decision.route != protocol::Route::partition) {
+      SLUICE_LOG_EVERY_SECOND(warn, "decision {} from sluiced: unknown route {}; using the full GPU",
+                              decision.decision_seq, static_cast<int>(decision.route));
+      return 0;
+    }
+    if (decision.partition_sms == 0 || decision.partition_sms % kPartitionGranule != 0) {
+      SLUICE_LOG_EVERY_SECOND(warn,
+                              "decision {} from sluiced: partition_sms {} is not a positive "
+                              "multiple of {}; using the full GPU",
+                              decision.decision_seq, decision.partition_sms, kPartitionGranule);
+      return 0;
+    }
+    return decision.partition_sms;
   }
 
   void ensure_relaxed_capture_mode() {
@@ -598,6 +638,7 @@ class DaemonGate final : public ClientGate {
 
   std::atomic<LinkState> link_{LinkState::passthrough};
   std::atomic<protocol::Class> cls_{protocol::Class::be};
+  std::atomic<bool> class_known_{false};  // sluiced answered once
   std::atomic<Connection*> conn_{nullptr};
   std::atomic<std::uint64_t> chunk_bytes_{kDefaultChunkBytes};
   std::atomic<std::uint64_t> default_prediction_{200'000};

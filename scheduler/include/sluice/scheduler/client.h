@@ -17,6 +17,12 @@
 //    DecisionMsg::marker_ns of predicted work, and after every operation on the per-thread
 //    stream) and its thread queries them and the streams themselves (never a capturing stream).
 //    Retired work frees grant locally at once and is reported in a status message.
+//  * Routes (mps mode): a BE client's route_sms() is the newest decision's partition_sms of the
+//    operation's device while the decision says route=partition, else 0 (the full GPU); RT clients
+//    and clients without a connection always answer 0. A route that is not full or partition, or a
+//    partition that is not a positive multiple of 8 SMs, is logged and read as the full GPU.
+//  * Class: stream_class() is unknown until sluiced first answered, then the class it gave
+//    (stream priorities follow it; see docs/architecture.md).
 //  * Timing samples: about one operation in 16 (and every operation the table cannot predict, up
 //    to 64 at a time) is bracketed by timing events; its duration goes to sluiced's model.
 //
