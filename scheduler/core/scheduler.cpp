@@ -891,6 +891,7 @@ std::vector<DeviceView> Scheduler::devices(std::uint64_t now) const {
     view.rt_idle_ns = dev->rt_active || !dev->ever_active ? 0 : now - dev->rt_idle_since_ns;
     view.route = dev->route;
     view.sm_count = dev->sm_count;
+    view.sms_used = device_sms(*dev);
     view.cc_major = dev->cc_major;
     view.cc_minor = dev->cc_minor;
     view.reserve_sms = dev->reserve_sms;

@@ -146,6 +146,7 @@ json Server::Impl::status_json(std::uint64_t now) const {
                        {"be_waiting_clients", d.be_waiting_clients},
                        {"route", d.route == protocol::Route::partition ? "partition" : "full"},
                        {"sm_count", d.sm_count == 0 ? json(nullptr) : json(d.sm_count)},
+                       {"sm_count_used", d.sms_used},
                        {"compute_capability", d.sm_count == 0 ? json(nullptr) : json(fmt::format("{}.{}", d.cc_major, d.cc_minor))},
                        {"reserve_sms", d.reserve_sms},
                        {"partition_sms", d.partition_sms},

@@ -60,7 +60,7 @@ std::string format_route(const json& dev) {
   if (!dev.contains("route")) return {};
   std::string sms = dev["sm_count"].is_number()
                         ? fmt::format("{} SMs, cc {}", dev["sm_count"].get<unsigned>(), text(dev, "compute_capability"))
-                        : std::string("SM count not reported");
+                        : fmt::format("SM count not reported, {} assumed", dev.value("sm_count_used", 0u));
   std::string route = text(dev, "route") == "partition"
                           ? fmt::format("partition: BE on {} SMs, {} reserved for RT", dev["partition_sms"].get<unsigned>(),
                                         dev["reserve_sms"].get<unsigned>())

@@ -94,7 +94,8 @@ std::uint32_t partition_for_reserve(std::uint32_t sm_count, std::uint32_t reserv
 struct DeviceView {
   int device = 0;
   protocol::Route route = protocol::Route::full;
-  std::uint32_t sm_count = 0;       // reported by clients (0: unknown, kDefaultSmCount assumed)
+  std::uint32_t sm_count = 0;       // reported by clients (0: unknown)
+  std::uint32_t sms_used = 0;       // what partitions are sized from: reported, policy, or default
   std::uint32_t cc_major = 0, cc_minor = 0;
   std::uint32_t reserve_sms = 0;    // for RT while routed (0 while the route is full)
   std::uint32_t partition_sms = 0;  // for BE while routed
