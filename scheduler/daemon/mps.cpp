@@ -23,8 +23,10 @@ Status make_private_directory(const std::string& dir, mode_t mode) {
   std::filesystem::create_directories(dir, ec);
   if (ec) return make_error("{}: cannot create: {}", dir, ec.message());
   struct stat st {};
-  if (lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return make_error("{}: not a directory", dir);
-  if (st.st_uid != geteuid()) return make_error("{}: owned by uid {}, not by sluiced's uid {}", dir, st.st_uid, geteuid());
+  if (lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    return make_error("{}: not a directory", dir);
+  if (st.st_uid != geteuid())
+    return make_error("{}: owned by uid {}, not by sluiced's uid {}", dir, st.st_uid, geteuid());
   if (chmod(dir.c_str(), mode) != 0) return make_error("{}: chmod: {}", dir, std::strerror(errno));
   return {};
 }
@@ -38,10 +40,14 @@ std::string first_line(const std::string& text) {
 
 const char* mps_state_name(MpsState state) {
   switch (state) {
-    case MpsState::started: return "started";
-    case MpsState::adopted: return "adopted";
-    case MpsState::lost: return "lost";
-    case MpsState::stopped: return "stopped";
+    case MpsState::started:
+      return "started";
+    case MpsState::adopted:
+      return "adopted";
+    case MpsState::lost:
+      return "lost";
+    case MpsState::stopped:
+      return "stopped";
   }
   return "?";
 }
@@ -62,28 +68,37 @@ Result<std::unique_ptr<MpsControl>> MpsControl::start(const MpsOptions& options)
                       options.control_program, kMpsControlEnv);
   }
   if (options.pipe_dir.empty() || options.pipe_dir[0] != '/' || options.pipe_dir.size() >= 200) {
-    return make_error("MPS pipe directory '{}' must be an absolute path shorter than 200 bytes", options.pipe_dir);
+    return make_error("MPS pipe directory '{}' must be an absolute path shorter than 200 bytes",
+                      options.pipe_dir);
   }
   std::filesystem::path parent = std::filesystem::path(options.pipe_dir).parent_path();
-  if (auto status = make_private_directory(parent.string(), geteuid() == 0 ? 0755 : 0700); !status) return std::move(status).take_error();
-  if (auto status = make_private_directory(options.pipe_dir, geteuid() == 0 ? 0755 : 0700); !status) return std::move(status).take_error();
-  if (auto status = make_private_directory(options.log_dir, 0700); !status) return std::move(status).take_error();
+  if (auto status = make_private_directory(parent.string(), geteuid() == 0 ? 0755 : 0700); !status)
+    return std::move(status).take_error();
+  if (auto status = make_private_directory(options.pipe_dir, geteuid() == 0 ? 0755 : 0700); !status)
+    return std::move(status).take_error();
+  if (auto status = make_private_directory(options.log_dir, 0700); !status)
+    return std::move(status).take_error();
 
   std::unique_ptr<MpsControl> control(new MpsControl(options, program));
   // One control daemon per pipe directory: one that answers already is used as it is.
   if (control->send("get_server_list")) {
     control->state_ = MpsState::adopted;
-    log::warn("an MPS control daemon already answers on {}; using it (sluiced will leave it running at exit)",
-              options.pipe_dir);
+    log::warn(
+        "an MPS control daemon already answers on {}; using it (sluiced will leave it running at "
+        "exit)",
+        options.pipe_dir);
     return control;
   }
-  auto started = run_command({program, "-d"}, {"CUDA_MPS_PIPE_DIRECTORY=" + options.pipe_dir,
-                                                "CUDA_MPS_LOG_DIRECTORY=" + options.log_dir},
-                             "", options.timeout_ms);
+  auto started = run_command(
+      {program, "-d"},
+      {"CUDA_MPS_PIPE_DIRECTORY=" + options.pipe_dir, "CUDA_MPS_LOG_DIRECTORY=" + options.log_dir},
+      "", options.timeout_ms);
   if (!started) return std::move(started).take_error();
-  if (started->timed_out) return make_error("{} -d did not return within {} ms", program, options.timeout_ms);
+  if (started->timed_out)
+    return make_error("{} -d did not return within {} ms", program, options.timeout_ms);
   if (started->exit_code != 0) {
-    return make_error("{} -d failed (exit code {}): {}", program, started->exit_code, first_line(started->output));
+    return make_error("{} -d failed (exit code {}): {}", program, started->exit_code,
+                      first_line(started->output));
   }
   // It daemonizes before its pipe is ready: give it until the timeout to answer.
   const std::uint64_t deadline = now_ns() + options.timeout_ms * 1'000'000;
@@ -93,12 +108,13 @@ Result<std::unique_ptr<MpsControl>> MpsControl::start(const MpsOptions& options)
     healthy = control->send("get_server_list");
   }
   if (!healthy) {
-    return make_error("{} -d started but does not answer get_server_list on {}: {} (log: {})", program,
-                      options.pipe_dir, healthy.error().message, options.log_dir);
+    return make_error("{} -d started but does not answer get_server_list on {}: {} (log: {})",
+                      program, options.pipe_dir, healthy.error().message, options.log_dir);
   }
   control->owned_ = true;
   control->state_ = MpsState::started;
-  log::info("MPS control daemon started: {} (pipe {}, log {})", program, options.pipe_dir, options.log_dir);
+  log::info("MPS control daemon started: {} (pipe {}, log {})", program, options.pipe_dir,
+            options.log_dir);
   return control;
 }
 
@@ -107,13 +123,16 @@ MpsControl::~MpsControl() {
 }
 
 Result<std::string> MpsControl::send(const std::string& command) const {
-  auto result = run_command({program_}, {"CUDA_MPS_PIPE_DIRECTORY=" + options_.pipe_dir,
-                                         "CUDA_MPS_LOG_DIRECTORY=" + options_.log_dir},
+  auto result = run_command({program_},
+                            {"CUDA_MPS_PIPE_DIRECTORY=" + options_.pipe_dir,
+                             "CUDA_MPS_LOG_DIRECTORY=" + options_.log_dir},
                             command + "\n", options_.timeout_ms);
   if (!result) return std::move(result).take_error();
-  if (result->timed_out) return make_error("'{}' got no answer within {} ms", command, options_.timeout_ms);
+  if (result->timed_out)
+    return make_error("'{}' got no answer within {} ms", command, options_.timeout_ms);
   if (result->exit_code != 0) {
-    return make_error("'{}' failed (exit code {}): {}", command, result->exit_code, first_line(result->output));
+    return make_error("'{}' failed (exit code {}): {}", command, result->exit_code,
+                      first_line(result->output));
   }
   return std::move(result->output);
 }
@@ -122,13 +141,17 @@ Status MpsControl::check() {
   auto answer = send("get_server_list");
   MpsState seen = state_.load();
   if (!answer) {
-    if ((seen == MpsState::started || seen == MpsState::adopted) && state_.compare_exchange_strong(seen, MpsState::lost)) {
-      log::warn("the MPS control daemon on {} stopped answering ({}); clients that start now run without MPS",
-                options_.pipe_dir, answer.error().message);
+    if ((seen == MpsState::started || seen == MpsState::adopted) &&
+        state_.compare_exchange_strong(seen, MpsState::lost)) {
+      log::warn(
+          "the MPS control daemon on {} stopped answering ({}); clients that start now run without "
+          "MPS",
+          options_.pipe_dir, answer.error().message);
     }
     return std::move(answer).take_error();
   }
-  if (seen == MpsState::lost && state_.compare_exchange_strong(seen, owned_ ? MpsState::started : MpsState::adopted)) {
+  if (seen == MpsState::lost &&
+      state_.compare_exchange_strong(seen, owned_ ? MpsState::started : MpsState::adopted)) {
     log::info("the MPS control daemon on {} answers again", options_.pipe_dir);
   }
   return {};
@@ -139,7 +162,8 @@ void MpsControl::watch(std::uint64_t interval_ms) {
   watch_stop_ = false;
   watch_thread_ = std::thread([this, interval_ms] {
     std::unique_lock lock(watch_mu_);
-    while (!watch_cv_.wait_for(lock, std::chrono::milliseconds(interval_ms), [this] { return watch_stop_; })) {
+    while (!watch_cv_.wait_for(lock, std::chrono::milliseconds(interval_ms),
+                               [this] { return watch_stop_; })) {
       lock.unlock();
       (void)check();
       lock.lock();
@@ -162,7 +186,9 @@ Status MpsControl::stop() {
   MpsState was = state_.exchange(MpsState::stopped);
   if (was == MpsState::stopped || was == MpsState::lost) return {};  // nothing that answers to quit
   auto quit = send("quit");
-  if (!quit) return make_error("MPS control daemon on {}: quit: {}", options_.pipe_dir, quit.error().message);
+  if (!quit)
+    return make_error("MPS control daemon on {}: quit: {}", options_.pipe_dir,
+                      quit.error().message);
   // quit returns once the control daemon has the command; wait until it no longer answers.
   const std::uint64_t deadline = now_ns() + options_.timeout_ms * 1'000'000;
   while (now_ns() < deadline) {
@@ -172,7 +198,8 @@ Status MpsControl::stop() {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  return make_error("MPS control daemon on {} still answers {} ms after quit", options_.pipe_dir, options_.timeout_ms);
+  return make_error("MPS control daemon on {} still answers {} ms after quit", options_.pipe_dir,
+                    options_.timeout_ms);
 }
 
 }  // namespace sluice::sched

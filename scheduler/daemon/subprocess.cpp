@@ -69,8 +69,9 @@ std::string find_on_path(const std::string& name) {
   return {};
 }
 
-Result<CommandResult> run_command(const std::vector<std::string>& argv, const std::vector<std::string>& env,
-                                  const std::string& input, std::uint64_t timeout_ms) {
+Result<CommandResult> run_command(const std::vector<std::string>& argv,
+                                  const std::vector<std::string>& env, const std::string& input,
+                                  std::uint64_t timeout_ms) {
   if (argv.empty()) return make_error("no program to run");
   std::string program = find_on_path(argv[0]);
   if (program.empty()) return make_error("{}: not found or not executable", argv[0]);
@@ -102,7 +103,8 @@ Result<CommandResult> run_command(const std::vector<std::string>& argv, const st
   std::vector<std::string> environment = merged_environment(env);
   std::vector<char*> arg_ptrs = pointers(args), env_ptrs = pointers(environment);
   pid_t pid = -1;
-  int spawned = posix_spawn(&pid, program.c_str(), &actions, &attr, arg_ptrs.data(), env_ptrs.data());
+  int spawned =
+      posix_spawn(&pid, program.c_str(), &actions, &attr, arg_ptrs.data(), env_ptrs.data());
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   close(in_pipe[0]);
@@ -146,7 +148,10 @@ Result<CommandResult> run_command(const std::vector<std::string>& argv, const st
       char chunk[4096];
       ssize_t n = read(out_pipe[0], chunk, sizeof(chunk));
       if (n > 0) {
-        if (result.output.size() < kMaxOutput) result.output.append(chunk, static_cast<std::size_t>(std::min<ssize_t>(n, static_cast<ssize_t>(kMaxOutput - result.output.size()))));
+        if (result.output.size() < kMaxOutput)
+          result.output.append(chunk,
+                               static_cast<std::size_t>(std::min<ssize_t>(
+                                   n, static_cast<ssize_t>(kMaxOutput - result.output.size()))));
         continue;
       }
       if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) open = false;
@@ -162,7 +167,8 @@ Result<CommandResult> run_command(const std::vector<std::string>& argv, const st
     result.exit_code = 128 + SIGKILL;
     return result;
   }
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  result.exit_code =
+      WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
   return result;
 }
 

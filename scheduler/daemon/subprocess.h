@@ -14,17 +14,18 @@
 namespace sluice::sched {
 
 struct CommandResult {
-  int exit_code = -1;    // the exit status, or 128 + signal when a signal ended it
+  int exit_code = -1;      // the exit status, or 128 + signal when a signal ended it
   bool timed_out = false;  // the deadline passed; the child was killed
-  std::string output;    // stdout and stderr together (at most 64 KiB kept)
+  std::string output;      // stdout and stderr together (at most 64 KiB kept)
 };
 
 // Runs `argv` (argv[0] a path, or a name looked up on PATH) with the extra environment entries
 // `env` ("NAME=value", overriding the inherited ones), writes `input` to its stdin and closes it,
 // and collects its output until it exits or `timeout_ms` passes. Fails only when the program
 // cannot be started; a non-zero exit or a timeout is reported in the result.
-Result<CommandResult> run_command(const std::vector<std::string>& argv, const std::vector<std::string>& env,
-                                  const std::string& input, std::uint64_t timeout_ms);
+Result<CommandResult> run_command(const std::vector<std::string>& argv,
+                                  const std::vector<std::string>& env, const std::string& input,
+                                  std::uint64_t timeout_ms);
 
 // The absolute path of `name` on PATH ("" when not found). A name with a slash is checked as is.
 std::string find_on_path(const std::string& name);

@@ -1,6 +1,8 @@
 // sluiced's MPS control daemon against a fake nvidia-cuda-mps-control (a Python script that
 // answers get_server_list and quit over a socket in the pipe directory): start and health check,
 // adoption of a running one, failures, shutdown; and run_command's timeouts.
+#include "sluice/scheduler/mps.h"
+
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -13,7 +15,6 @@
 #include <string>
 #include <thread>
 
-#include "sluice/scheduler/mps.h"
 #include "subprocess.h"
 
 namespace sluice::sched {
@@ -115,7 +116,8 @@ TEST_F(MpsTest, AControlProgramThatFailsToStartIsReportedWithItsMessage) {
   setenv("FAKE_MPS_START_FAIL", "1", 1);
   auto control = MpsControl::start(options_);
   ASSERT_FALSE(control);
-  EXPECT_NE(control.error().message.find("-d failed (exit code 1): An instance of this daemon is already running"),
+  EXPECT_NE(control.error().message.find(
+                "-d failed (exit code 1): An instance of this daemon is already running"),
             std::string::npos)
       << control.error().message;
 }
@@ -154,7 +156,8 @@ TEST(RunCommand, FeedsStdinAndCollectsOutputAndExitCode) {
   ASSERT_TRUE(cat) << cat.error().message;
   EXPECT_EQ(cat->output, "hello\n");
   EXPECT_EQ(cat->exit_code, 0);
-  auto env = run_command({"sh", "-c", "echo $SLUICE_TEST_VALUE; exit 3"}, {"SLUICE_TEST_VALUE=42"}, "", 5000);
+  auto env = run_command({"sh", "-c", "echo $SLUICE_TEST_VALUE; exit 3"}, {"SLUICE_TEST_VALUE=42"},
+                         "", 5000);
   ASSERT_TRUE(env) << env.error().message;
   EXPECT_EQ(env->output, "42\n");
   EXPECT_EQ(env->exit_code, 3);

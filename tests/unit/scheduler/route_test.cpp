@@ -12,7 +12,8 @@ namespace {
 using namespace testing_support;  // NOLINT(google-build-using-namespace): the fixture
 using protocol::Route;
 
-// ---- the reserve ---------------------------------------------------------------------------------
+// ---- the reserve
+// ---------------------------------------------------------------------------------
 
 TEST(Reserve, SmDemandIsBlocksBoundedByTheDevice) {
   const std::uint32_t small[3] = {3, 2, 1}, large[3] = {1000, 4, 1};
@@ -34,7 +35,8 @@ TEST(Reserve, AutomaticReserveCoversTheNinetiethPercentileOfRtDemand) {
   for (int i = 0; i < 10; ++i) demand[static_cast<std::size_t>(i)] = 20;
   EXPECT_EQ(choose_reserve_sms(132, demand, 0), 8u) << "10% outliers fall above p90";
   demand[10] = 20;
-  EXPECT_EQ(choose_reserve_sms(132, demand, 0), 24u) << "11% at 20 SMs: p90 is 20, rounded up to 24";
+  EXPECT_EQ(choose_reserve_sms(132, demand, 0), 24u)
+      << "11% at 20 SMs: p90 is 20, rounded up to 24";
   EXPECT_EQ(choose_reserve_sms(132, std::vector<std::uint32_t>(10, 5000), 0), 124u) << "clamped";
 }
 
@@ -45,7 +47,8 @@ TEST(Reserve, PartitionIsWhatRemainsRoundedDownToTheGranularity) {
   EXPECT_EQ(partition_for_reserve(16, 8), 8u);
 }
 
-// ---- routes --------------------------------------------------------------------------------------
+// ---- routes
+// --------------------------------------------------------------------------------------
 
 class RouteTest : public SchedulerTest {
  protected:
@@ -136,7 +139,8 @@ TEST_F(RouteTest, TimesliceModeNeverPartitions) {
   EXPECT_EQ(device0().route, Route::full);
 }
 
-// ---- kills ---------------------------------------------------------------------------------------
+// ---- kills
+// ---------------------------------------------------------------------------------------
 
 TEST_F(RouteTest, RtArrivingBehindTooMuchBestEffortWorkBumpsTheKillEpochOfKillableClients) {
   ClassParams killable;

@@ -83,7 +83,9 @@ class SchedulerTest : public testing::Test {
     sched_->flush(now_);
   }
 
-  void rt_launch(ClientId id, std::uint64_t seq) { send(id, op(seq, protocol::OpState::submitted)); }
+  void rt_launch(ClientId id, std::uint64_t seq) {
+    send(id, op(seq, protocol::OpState::submitted));
+  }
   void hold(ClientId id, std::uint64_t seq, std::uint64_t predicted) {
     send(id, op(seq, protocol::OpState::held, predicted));
   }

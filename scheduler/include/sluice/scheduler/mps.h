@@ -7,7 +7,8 @@
 //            * starts `nvidia-cuda-mps-control -d` with CUDA_MPS_PIPE_DIRECTORY and
 //              CUDA_MPS_LOG_DIRECTORY set, and checks that it answers `get_server_list`.
 // watch():   checks it every interval on a thread of its own (never on sluiced's loop): one that
-//            stops answering is `lost` (logged once), and back to what it was when it answers again.
+//            stops answering is `lost` (logged once), and back to what it was when it answers
+//            again.
 // stop():    ends the watch; for a control daemon sluiced started, sends `quit` and waits (bounded)
 //            until it no longer answers.
 // Every call of the control program is posix_spawn'ed without a shell and bounded by a timeout.
@@ -72,7 +73,8 @@ class MpsControl {
   const std::string& program() const { return program_; }  // resolved path
 
  private:
-  MpsControl(MpsOptions options, std::string program) : options_(std::move(options)), program_(std::move(program)) {}
+  MpsControl(MpsOptions options, std::string program)
+      : options_(std::move(options)), program_(std::move(program)) {}
   Result<std::string> send(const std::string& command) const;
   void end_watch();
 
