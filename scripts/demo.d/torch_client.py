@@ -56,8 +56,8 @@ def run_rt(args):
     i = 0
     while time.perf_counter_ns() < stop:
         target = begin + i * int(args.period_us * 1000)
-        while time.perf_counter_ns() < target:
-            time.sleep(min((target - time.perf_counter_ns()) / 1e9, 0.0005))
+        while (left_ns := target - time.perf_counter_ns()) > 0:
+            time.sleep(min(left_ns / 1e9, 0.0005))
         t0 = time.perf_counter_ns()
         launch()
         end.synchronize()

@@ -115,7 +115,8 @@ class Mps:
         raise RuntimeError("the MPS control daemon did not answer")
 
     def __exit__(self, *exc):
-        subprocess.run([self.control], input="quit\n", env=self.env, capture_output=True, timeout=30)
+        subprocess.run([self.control], input="quit\n", env=self.env, capture_output=True, text=True,
+                       timeout=30)
         time.sleep(0.5)
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -252,6 +253,7 @@ def main():
         except (OSError, RuntimeError, subprocess.SubprocessError) as e:
             results["modes"][mode] = {"error": str(e)}
             log(f"[{mode}] {e}")
+        (out / "mechanisms.partial.json").write_text(json.dumps(results, indent=2) + "\n")
     for reserve in RESERVES:
         row = run_json([binary, "smid", "--block-us", "1000", "--reserve", str(reserve)], dict(os.environ))
         results["smid"].append(row)
