@@ -71,7 +71,9 @@ TEST_F(ClientTest, WaitModeHoldsBestEffortWithoutDaemonAndReleasesWhenItComes) {
   DaemonThread daemon(socket_, kPolicy);
   ASSERT_TRUE(eventually([&] { return be->state().connected; }));
   EXPECT_TRUE(be->admit(kernel_op(3)));
-  EXPECT_GT(listener_.changes.load(), changes) << "the engine was told to look at held work again";
+  // The gate says it is connected just before it tells the engine; wait for the telling.
+  EXPECT_TRUE(eventually([&] { return listener_.changes.load() > changes; }))
+      << "the engine was told to look at held work again";
 }
 
 TEST_F(ClientTest, ClassComesFromThePolicyAndTheLabelOnlyLowersIt) {

@@ -124,14 +124,14 @@ TEST_F(MpsTest, AControlProgramThatFailsToStartIsReportedWithItsMessage) {
 
 TEST_F(MpsTest, AControlDaemonThatNeverAnswersFailsWithinTheTimeout) {
   setenv("FAKE_MPS_MUTE", "1", 1);
-  options_.timeout_ms = 2000;
+  options_.timeout_ms = 5000;  // per call: `-d` itself must get through (Python starts slowly)
   auto started = std::chrono::steady_clock::now();
   auto control = MpsControl::start(options_);
   ASSERT_FALSE(control);
   EXPECT_NE(control.error().message.find("does not answer get_server_list"), std::string::npos)
       << control.error().message;
   // Bounded: a few timeouts, never a hang (generous for a loaded machine).
-  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(30));
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(60));
 }
 
 TEST_F(MpsTest, AMissingControlProgramNamesTheProgramAndHowToChooseAnother) {
