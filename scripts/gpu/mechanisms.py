@@ -16,6 +16,11 @@ throughput, for each preemption mechanism alone and combined:
 plus RT alone, BE alone on the full GPU and in each partition size (what a reserve costs BE), and a
 %smid check that a green-context stream confines BE to its partition.
 
+With --sluice-build DIR it also runs the same two processes unmodified (no mechanism options)
+under LD_PRELOAD=libsluice.so with sluiced deciding (modes sluice-timeslice and sluice-mps, the
+latter with sluiced's own MPS control daemon): what sluice delivers end to end, with the shim's
+counters (routed launches, priority overrides) and sluicectl's view of each run.
+
     python3 scripts/gpu/mechanisms.py --bin build/release/bench/gpu/mechanisms --out bench/results
 
 Writes OUT/mechanisms.json and OUT/mechanisms.md. Exits 77 without a GPU.
@@ -121,6 +126,92 @@ class Mps:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class Sluiced:
+    """sluiced with a policy that makes the benchmark's RT process RT (its BE process lowers itself
+    with SLUICE_CLASS=be), its socket in a temporary folder; --mps makes it own an MPS daemon."""
+
+    def __init__(self, build, mps, mps_control, work):
+        self.build = Path(build).resolve()
+        self.dir = Path(tempfile.mkdtemp(prefix="sluiced-", dir=work))
+        self.socket = self.dir / "sluiced.sock"
+        self.policy = self.dir / "policy.json"
+        self.policy.write_text(json.dumps({
+            "version": 1, "defaults": {"class": "be"},
+            "rules": [{"name": "bench-be", "match": {"label": "be"}, "class": "be"},
+                      {"name": "bench-rt", "match": {"exe": "mechanisms"}, "class": "rt"}]}))
+        self.args = [str(self.build / "scheduler/sluiced"), "--policy", str(self.policy),
+                     "--socket", str(self.socket), "--mode", "mps" if mps else "timeslice"]
+        if mps:
+            self.args += ["--mps-control", mps_control]
+        self.mps = mps
+        self.proc = None
+
+    def __enter__(self):
+        self.log = open(self.dir / "sluiced.log", "w")
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT)
+        for _ in range(200):
+            if self.socket.exists() and self.ctl("status") is not None:
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sluiced exited: {(self.dir / 'sluiced.log').read_text()[-400:]}")
+            time.sleep(0.05)
+        raise RuntimeError("sluiced did not come up")
+
+    def ctl(self, *args):
+        p = subprocess.run([str(self.build / "tools/sluicectl/sluicectl"), "--socket", str(self.socket),
+                            *args, "--json"], capture_output=True, text=True, timeout=10)
+        return json.loads(p.stdout) if p.returncode == 0 and p.stdout.strip() else None
+
+    def env(self, role, stats):
+        env = dict(os.environ, LD_PRELOAD=str(self.build / "shim/libsluice.so"),
+                   SLUICE_SOCKET=str(self.socket), SLUICE_STATS_FILE=str(stats))
+        if role == "be":
+            env["SLUICE_CLASS"] = "be"
+        if self.mps:
+            env["CUDA_MPS_PIPE_DIRECTORY"] = str(self.dir / "mps" / "pipe")
+        return env
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def measure_sluice(binary, build, mode, samples, work, log, mps_control):
+    """RT and BE unmodified, under the shim, sluiced deciding."""
+    res = {"runs": [], "daemon_log": None}
+    with Sluiced(build, mode == "sluice-mps", mps_control, work) as daemon:
+        for block in BLOCKS_US:
+            stats = {role: work / f"stats-{mode}-{block}-{role}-%p.json" for role in ("rt", "be")}
+            sync = work / f"sync-{time.monotonic_ns()}"
+            be = subprocess.Popen([binary, "be", "--sync", str(sync), "--block-us", str(block)],
+                                  env=daemon.env("be", stats["be"]), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+            rt = run_json([binary, "rt", "--sync", str(sync), "--samples", str(samples)],
+                          daemon.env("rt", stats["rt"]))
+            view = {"status": daemon.ctl("status"), "ps": daemon.ctl("ps")}
+            try:
+                out, err = be.communicate(timeout=120)
+                lines = [l for l in out.splitlines() if l.startswith("{")]
+                be_row = json.loads(lines[-1]) if be.returncode == 0 and lines else {"error": err.strip()[-400:]}
+            except subprocess.TimeoutExpired:
+                be.kill()
+                be_row = {"error": "BE timed out"}
+            shim = {}
+            for role in ("rt", "be"):
+                files = sorted(work.glob(stats[role].name.replace("%p", "*")))
+                shim[role] = json.loads(files[-1].read_text()) if files else None
+            row = {"mode": mode, "block_us": block, "mechanism": "sluice", "rt": rt, "be": be_row,
+                   "shim_stats": shim, "sluicectl": view}
+            res["runs"].append(row)
+            log(f"[{mode}] block {block}: rt {rt} be {be_row}")
+    res["daemon_log"] = (daemon.dir / "sluiced.log").read_text()[-4000:]
+    return res
+
+
 def measure_mode(binary, env, mode, samples, work, log):
     res = {"rt_alone": {}, "be_alone": {}, "runs": []}
     for prio in ("high", "low"):
@@ -145,10 +236,11 @@ def summarize(results):
     for mode, res in results["modes"].items():
         if "error" in res:
             continue
-        alone = res["rt_alone"].get("high", {})
+        raw = results["modes"].get(mode.replace("sluice-", ""), {}) if mode.startswith("sluice-") else res
+        alone = raw.get("rt_alone", {}).get("high", {})
         for run in res["runs"]:
             rt, be = run["rt"], run["be"]
-            base = res["be_alone"].get(f"{run['block_us']}/0", {})
+            base = raw.get("be_alone", {}).get(f"{run['block_us']}/0", {})
             row = {"mode": mode, "block_us": run["block_us"], "mechanism": run["mechanism"]}
             if "error" in rt or "error" in be:
                 row["error"] = rt.get("error") or be.get("error")
@@ -175,11 +267,16 @@ def markdown(results):
         if "error" in res:
             out += [f"## {mode}: not measured ({res['error']})", ""]
             continue
-        a = res["rt_alone"]
-        out += [f"## {mode}", "",
-                f"RT alone: p50 {a['high'].get('p50_us', float('nan')):.1f} us, "
-                f"p99 {a['high'].get('p99_us', float('nan')):.1f} us (greatest priority); "
-                f"p50 {a['low'].get('p50_us', float('nan')):.1f} us (least priority).", "",
+        if mode.startswith("sluice-"):
+            out += [f"## {mode}: unmodified RT and BE under libsluice.so, sluiced deciding", "",
+                    f"Ratios are to RT alone and BE alone of mode {mode[7:]}.", ""]
+        else:
+            a = res["rt_alone"]
+            out += [f"## {mode}", "",
+                    f"RT alone: p50 {a['high'].get('p50_us', float('nan')):.1f} us, "
+                    f"p99 {a['high'].get('p99_us', float('nan')):.1f} us (greatest priority); "
+                    f"p50 {a['low'].get('p50_us', float('nan')):.1f} us (least priority).", ""]
+        out += [
                 "| BE block | mechanism | RT p50 us | RT p99 us | p50 / alone | p99 / alone | BE throughput | BE relaunches |",
                 "|---|---|---|---|---|---|---|---|"]
         for r in (r for r in results["summary"] if r["mode"] == mode):
@@ -190,6 +287,9 @@ def markdown(results):
             out.append(f"| {r['block_us']} us | {r['mechanism']} | {r['rt_p50_us']:.1f} | {r['rt_p99_us']:.1f} | "
                        f"{fmt(r['rt_p50_vs_alone'], '{:.2f}x')} | {fmt(r['rt_p99_vs_alone'], '{:.2f}x')} | "
                        f"{fmt(r['be_throughput_vs_alone'], '{:.1%}')} | {r['be_relaunches']} |")
+        if mode.startswith("sluice-"):
+            out.append("")
+            continue
         out += ["", "BE alone, by SMs reserved (what a partition costs BE):", "",
                 "| BE block | reserve | BE SMs | blocks/s | vs full GPU |", "|---|---|---|---|---|"]
         for block in BLOCKS_US:
@@ -227,6 +327,8 @@ def main():
     ap.add_argument("--samples", type=int, default=400)
     ap.add_argument("--modes", default="timeslice,mps")
     ap.add_argument("--mps-control", default=shutil.which("nvidia-cuda-mps-control") or "nvidia-cuda-mps-control")
+    ap.add_argument("--sluice-build", help="a release build with sluiced, sluicectl and libsluice.so: "
+                                           "adds the sluice-timeslice and sluice-mps modes")
     args = ap.parse_args()
     binary = str(Path(args.bin).resolve())
     probe = subprocess.run([binary, "rt", "--alone", "--samples", "5"], capture_output=True, text=True)
@@ -243,9 +345,15 @@ def main():
                "device": smi[0] if smi else None, "driver": smi[1] if len(smi) > 1 else None,
                "samples": args.samples, "modes": {}, "smid": []}
     work = Path(tempfile.mkdtemp(prefix="sluice-mech-"))
-    for mode in args.modes.split(","):
+    modes = args.modes.split(",")
+    if args.sluice_build:
+        modes += [f"sluice-{m}" for m in modes if not m.startswith("sluice-")]
+    for mode in modes:
         try:
-            if mode == "mps":
+            if mode.startswith("sluice-"):
+                results["modes"][mode] = measure_sluice(binary, args.sluice_build, mode, args.samples,
+                                                        work, log, args.mps_control)
+            elif mode == "mps":
                 with Mps(args.mps_control) as mps:
                     results["modes"][mode] = measure_mode(binary, mps.env, mode, args.samples, work, log)
             else:
