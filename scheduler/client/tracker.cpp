@@ -67,7 +67,10 @@ CompletionTracker::Track* CompletionTracker::track_for(CUstream stream, CUcontex
   return found;
 }
 
-CUevent CompletionTracker::take_event(CUcontext ctx, bool timing) {
+// Events are made in the current context, or in `ctx` made current for the call when `in_ctx` (the
+// green context of a routed op's stream: the driver records an event only on a stream of its own
+// context).
+CUevent CompletionTracker::take_event(CUcontext ctx, bool timing, bool in_ctx) {
   {
     std::lock_guard lock(pool_mu_);
     auto& pool = (timing ? timing_pool_ : marker_pool_)[ctx];
@@ -78,9 +81,17 @@ CUevent CompletionTracker::take_event(CUcontext ctx, bool timing) {
     }
   }
   CUevent event = nullptr;
-  if (driver_.cuEventCreate == nullptr ||
-      driver_.cuEventCreate(&event, timing ? CU_EVENT_DEFAULT : CU_EVENT_DISABLE_TIMING) != CUDA_SUCCESS) {
+  if (driver_.cuEventCreate == nullptr) return nullptr;
+  if (in_ctx && (driver_.cuCtxPushCurrent_v2 == nullptr || driver_.cuCtxPopCurrent_v2 == nullptr ||
+                 driver_.cuCtxPushCurrent_v2(ctx) != CUDA_SUCCESS)) {
     return nullptr;
+  }
+  if (driver_.cuEventCreate(&event, timing ? CU_EVENT_DEFAULT : CU_EVENT_DISABLE_TIMING) != CUDA_SUCCESS) {
+    event = nullptr;
+  }
+  if (in_ctx) {
+    CUcontext popped = nullptr;
+    driver_.cuCtxPopCurrent_v2(&popped);
   }
   return event;
 }
@@ -97,9 +108,20 @@ bool CompletionTracker::per_context_handle(CUstream stream) {
   return stream == nullptr || stream == CU_STREAM_LEGACY || stream == CU_STREAM_PER_THREAD;
 }
 
+// The stream an op went to and the context of events recorded on it: a routed op's mirror stream
+// and green context, else the application's stream and its context.
+CUstream CompletionTracker::stream_of(const shim::OpDesc& op) {
+  return op.submit_stream != nullptr ? op.submit_stream : op.stream;
+}
+CUcontext CompletionTracker::event_context(const shim::OpDesc& op) const {
+  if (op.submit_ctx != nullptr) return op.submit_ctx;
+  return op.ctx != nullptr ? op.ctx : current_context();
+}
+
 bool CompletionTracker::submitted(const shim::OpDesc& op, std::uint64_t predicted_ns, std::uint64_t marker_ns) {
-  CUcontext key = per_context_handle(op.stream) ? (op.ctx != nullptr ? op.ctx : current_context()) : nullptr;
-  Track* track = track_for(op.stream, key, device_index(op.device));
+  const CUstream stream = stream_of(op);
+  CUcontext key = per_context_handle(stream) ? (op.ctx != nullptr ? op.ctx : current_context()) : nullptr;
+  Track* track = track_for(stream, key, device_index(op.device));
   Marker marker;
   bool need_marker = false;
   {
@@ -112,10 +134,10 @@ bool CompletionTracker::submitted(const shim::OpDesc& op, std::uint64_t predicte
     if (need_marker) track->marked_ns = track->submitted_ns;
   }
   if (!need_marker) return true;
-  CUcontext ctx = key != nullptr ? key : op.ctx != nullptr ? op.ctx : current_context();
+  CUcontext ctx = key != nullptr ? key : event_context(op);
   marker.ctx = ctx;
-  marker.event = take_event(ctx, false);
-  if (marker.event != nullptr && driver_.cuEventRecord(marker.event, op.stream) == CUDA_SUCCESS) {
+  marker.event = take_event(ctx, false, op.submit_ctx != nullptr);
+  if (marker.event != nullptr && driver_.cuEventRecord(marker.event, stream) == CUDA_SUCCESS) {
     std::lock_guard lock(track->mu);
     track->markers.push_back(marker);
     return true;
@@ -132,10 +154,10 @@ bool CompletionTracker::submitted(const shim::OpDesc& op, std::uint64_t predicte
 
 void CompletionTracker::begin_sample(const shim::OpDesc& op, std::uint64_t identity, std::uint64_t work,
                                      protocol::OpKind kind) {
-  CUcontext ctx = op.ctx != nullptr ? op.ctx : current_context();
-  CUevent start = take_event(ctx, true);
+  CUcontext ctx = event_context(op);
+  CUevent start = take_event(ctx, true, op.submit_ctx != nullptr);
   if (start == nullptr) return;
-  if (driver_.cuEventRecord(start, op.stream) != CUDA_SUCCESS) {
+  if (driver_.cuEventRecord(start, stream_of(op)) != CUDA_SUCCESS) {
     give_event(ctx, start, true);
     return;
   }
@@ -163,14 +185,15 @@ void CompletionTracker::end_sample(const shim::OpDesc& op, bool submitted_ok) {
   sample.ctx = pending.ctx;
   sample.message = pending.message;
   pending = PendingSample{};
-  if (submitted_ok) sample.end = take_event(sample.ctx, true);
-  if (sample.end == nullptr || driver_.cuEventRecord(sample.end, op.stream) != CUDA_SUCCESS) {
+  const CUstream stream = stream_of(op);
+  if (submitted_ok) sample.end = take_event(sample.ctx, true, op.submit_ctx != nullptr);
+  if (sample.end == nullptr || driver_.cuEventRecord(sample.end, stream) != CUDA_SUCCESS) {
     give_event(sample.ctx, sample.start, true);
     if (sample.end != nullptr) give_event(sample.ctx, sample.end, true);
     samples_in_flight_.fetch_sub(1, std::memory_order_relaxed);
     return;
   }
-  Track* track = track_for(op.stream, per_context_handle(op.stream) ? sample.ctx : nullptr, device_index(op.device));
+  Track* track = track_for(stream, per_context_handle(stream) ? sample.ctx : nullptr, device_index(op.device));
   std::lock_guard lock(track->mu);
   track->samples.push_back(sample);
 }

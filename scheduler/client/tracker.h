@@ -85,7 +85,9 @@ class CompletionTracker {
   };
 
   Track* track_for(CUstream stream, CUcontext ctx, int device);
-  CUevent take_event(CUcontext ctx, bool timing);
+  CUevent take_event(CUcontext ctx, bool timing, bool in_ctx = false);
+  static CUstream stream_of(const shim::OpDesc& op);
+  CUcontext event_context(const shim::OpDesc& op) const;
   void give_event(CUcontext ctx, CUevent event, bool timing);
   void retire(Track& track, std::uint64_t to_ns, std::uint64_t to_ops, Progress& out);
   void poll_track(Track& track, Progress& out);

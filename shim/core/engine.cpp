@@ -219,20 +219,32 @@ void Engine::describe(OpDesc& desc, const Route& route, std::uint32_t fields) {
 // The fast path costs one plain load for the legacy stream and nothing more for other streams
 // unless the gate routes (kNeedRoute) or the stream is routed now.
 template <typename Submit>
-CUresult Engine::submit_to(Gate& g, std::uint32_t needs, StreamState* state, const OpDesc& desc,
-                           CUstream app_stream, Submit&& submit) {
-  if (state == nullptr) return submit(app_stream);
+CUresult Engine::submit_to(Gate& g, std::uint32_t needs, bool callbacks, StreamState* state,
+                           const OpDesc& desc, CUstream app_stream, Submit&& submit) {
+  auto go = [&](const OpDesc& d, CUstream stream) {
+    if (callbacks) g.before_submit(d);
+    const CUresult result = submit(stream);
+    if (callbacks) g.on_submit(d, result);
+    return result;
+  };
+  if (state == nullptr) return go(desc, app_stream);
   if (state->legacy) {
-    if (!data_->mirrors_exist.load(std::memory_order_relaxed)) return submit(app_stream);
+    if (!data_->mirrors_exist.load(std::memory_order_relaxed)) return go(desc, app_stream);
     before_legacy_op(desc.ctx);
-    const CUresult result = submit(app_stream);
+    const CUresult result = go(desc, app_stream);
     after_legacy_op();
     return result;
   }
   const std::uint32_t sms = (needs & kNeedRoute) != 0 && !capture_active() ? g.route_sms(desc) : 0;
-  if (sms == 0 && !state->routed.load(std::memory_order_acquire)) return submit(app_stream);
+  if (sms == 0 && !state->routed.load(std::memory_order_acquire)) return go(desc, app_stream);
   std::lock_guard lock(state->route_mu);
-  return submit(route_target(*state, sms, desc));
+  CUcontext target_ctx = nullptr;
+  const CUstream target = route_target(*state, sms, desc, target_ctx);
+  if (target == state->handle) return go(desc, app_stream);
+  OpDesc routed = desc;
+  routed.submit_stream = target;
+  routed.submit_ctx = target_ctx;
+  return go(routed, target);
 }
 
 CUresult Engine::submit(const Call& call) {
@@ -245,7 +257,8 @@ CUresult Engine::submit(const Call& call) {
     // Captured work is recorded, not run; an unknown handle is the driver's to reject. Routing is
     // off during captures (a stream routed before goes back to itself).
     stats_.count_inline(desc.kind);
-    const CUresult result = submit_to(gate(), 0, r.state, desc, call.stream, call.submit_now);
+    const CUresult result =
+        submit_to(gate(), 0, false, r.state, desc, call.stream, call.submit_now);
     if (result != CUDA_SUCCESS) stats_.count_failed(desc.kind);
     return result;
   }
@@ -267,9 +280,8 @@ CUresult Engine::submit(const Call& call) {
 CUresult Engine::submit_inline(Gate& g, std::uint32_t needs, StreamState* state, const OpDesc& desc,
                                const Call& call) {
   const bool callbacks = (needs & kNeedSubmitCallbacks) != 0;
-  if (callbacks) g.before_submit(desc);
-  const CUresult result = submit_to(g, needs, state, desc, call.stream, call.submit_now);
-  if (callbacks) g.on_submit(desc, result);
+  const CUresult result =
+      submit_to(g, needs, callbacks, state, desc, call.stream, call.submit_now);
   stats_.count_inline(desc.kind);
   if (result != CUDA_SUCCESS) stats_.count_failed(desc.kind);
   return result;
@@ -418,9 +430,8 @@ bool Engine::drain(StreamState& state, bool force, CUcontext& current) {
         driver_.cuCtxSetCurrent(op->desc.ctx) == CUDA_SUCCESS) {
       current = op->desc.ctx;
     }
-    g.before_submit(op->desc);
-    const CUresult result = submit_to(g, g.needs(), &state, op->desc, op->app_stream, op->submit);
-    g.on_submit(op->desc, result);
+    const CUresult result =
+        submit_to(g, g.needs(), true, &state, op->desc, op->app_stream, op->submit);
     if (result != CUDA_SUCCESS) {
       stats_.count_failed(op->desc.kind);
       stats_.count_deferred_error();

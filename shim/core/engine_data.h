@@ -53,12 +53,16 @@ struct StreamRoute {
   struct Mirror {
     std::uint32_t sms = 0;
     CUstream stream = nullptr;  // a non-blocking stream of the partition's green context
+    // Recorded on `stream` when later work must follow it: an event of the green context, as the
+    // driver wants an event and the stream it is recorded on in one context (nullptr: `edge`).
+    CUevent edge = nullptr;
+    CUcontext ctx = nullptr;  // the green context as a CUcontext (cuCtxFromGreenCtx)
   };
   std::vector<Mirror> mirrors;  // created on first use, destroyed with the application's stream
   // The stream that received the stream's newest work: the application's stream or a mirror.
   // Written under route_mu; read without it by stream synchronization and queries.
   std::atomic<CUstream> target{nullptr};
-  CUevent edge = nullptr;     // recorded on the previous target, waited on by the next one
+  CUevent edge = nullptr;     // recorded on the stream or the legacy stream, waited on by a mirror
   CUcontext ctx = nullptr;    // the application stream's context (where the legacy stream is)
   bool listed = false;        // in EngineData::routed
   bool dirty = false;         // a mirror got work since the legacy stream last waited for it

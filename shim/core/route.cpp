@@ -98,6 +98,30 @@ CUgreenCtx Engine::partition(std::int32_t device, std::uint32_t sms) {
   return green;
 }
 
+// An event of the green context `green_ctx`, for recording on its streams (nullptr when it cannot
+// be made).
+CUevent Engine::green_event(CUcontext green_ctx) {
+  const DriverApi& cu = driver_;
+  if (green_ctx == nullptr || cu.cuCtxPushCurrent_v2 == nullptr ||
+      cu.cuCtxPopCurrent_v2 == nullptr || cu.cuEventCreate == nullptr ||
+      cu.cuCtxPushCurrent_v2(green_ctx) != CUDA_SUCCESS) {
+    return nullptr;
+  }
+  CUevent event = nullptr;
+  if (cu.cuEventCreate(&event, CU_EVENT_DISABLE_TIMING) != CUDA_SUCCESS) event = nullptr;
+  CUcontext popped = nullptr;
+  cu.cuCtxPopCurrent_v2(&popped);
+  return event;
+}
+
+// The event to record on `stream` (the stream, the legacy stream or one of its mirrors).
+CUevent& Engine::edge_on(StreamRoute& route, CUstream stream) {
+  for (StreamRoute::Mirror& m : route.mirrors) {
+    if (m.stream == stream && m.edge != nullptr) return m.edge;
+  }
+  return route.edge;
+}
+
 // The mirror of `state` in the partition of `sms` SMs, created on first use (route_mu held).
 CUstream Engine::mirror_of(StreamState& state, std::uint32_t sms, const OpDesc& desc) {
   StreamRoute& route = state.route;
@@ -119,7 +143,12 @@ CUstream Engine::mirror_of(StreamState& state, std::uint32_t sms, const OpDesc& 
     route_failed("cuGreenCtxStreamCreate", result);
     return nullptr;
   }
-  route.mirrors.push_back({sms, mirror});
+  CUcontext green_ctx = nullptr;
+  if (driver_.cuCtxFromGreenCtx == nullptr ||
+      driver_.cuCtxFromGreenCtx(&green_ctx, green) != CUDA_SUCCESS) {
+    green_ctx = nullptr;
+  }
+  route.mirrors.push_back({sms, mirror, green_event(green_ctx), green_ctx});
   stats_.count_mirror_stream();
   if (!route.listed) {
     std::lock_guard lock(data_->routed_mu);
@@ -149,7 +178,8 @@ bool Engine::order_after(CUstream from, CUstream to, CUevent& edge) {
 
 // Where the next operation of `state` goes for a route of `sms` SMs (0: the full GPU), with the
 // ordering edges it needs. route_mu held.
-CUstream Engine::route_target(StreamState& state, std::uint32_t sms, const OpDesc& desc) {
+CUstream Engine::route_target(StreamState& state, std::uint32_t sms, const OpDesc& desc,
+                              CUcontext& target_ctx) {
   StreamRoute& route = state.route;
   if (route.ctx == nullptr) route.ctx = desc.ctx != nullptr ? desc.ctx : thread_context().ctx;
   CUstream want = state.handle;
@@ -160,7 +190,7 @@ CUstream Engine::route_target(StreamState& state, std::uint32_t sms, const OpDes
   CUstream from = route.target.load(std::memory_order_relaxed);
   if (from == nullptr) from = state.handle;
   if (want != from) {
-    if (!order_after(from, want, route.edge)) {
+    if (!order_after(from, want, edge_on(route, from))) {
       if (from != state.handle)
         route_failed("ordering a stream after its mirror", CUDA_ERROR_UNKNOWN);
       want = from;  // keep the order: stay where the earlier work went
@@ -179,6 +209,9 @@ CUstream Engine::route_target(StreamState& state, std::uint32_t sms, const OpDes
       route.legacy_seen = epoch;
   }
   stats_.count_routed(desc.kind);
+  for (const StreamRoute::Mirror& m : route.mirrors) {
+    if (m.stream == want) target_ctx = m.ctx;
+  }
   return want;
 }
 
@@ -196,7 +229,7 @@ void Engine::fold_mirrors(CUcontext ctx) {
     StreamRoute& route = state->route;
     const CUstream target = route.target.load(std::memory_order_relaxed);
     if (!route.dirty || route.ctx != ctx || target == nullptr || target == state->handle) continue;
-    if (order_after(target, CU_STREAM_LEGACY, route.edge)) route.dirty = false;
+    if (order_after(target, CU_STREAM_LEGACY, edge_on(route, target))) route.dirty = false;
   }
 }
 
@@ -216,7 +249,8 @@ void Engine::unroute(StreamState& state) {
   std::lock_guard lock(state.route_mu);
   OpDesc desc;
   desc.kind = OpKind::event_wait;
-  route_target(state, 0, desc);
+  CUcontext unused = nullptr;
+  route_target(state, 0, desc, unused);
 }
 
 void Engine::unroute_all() {
@@ -253,6 +287,8 @@ void Engine::forget_mirrors(StreamState& state) {
   StreamRoute& route = state.route;
   for (const StreamRoute::Mirror& m : route.mirrors) {
     if (driver_.cuStreamDestroy_v2 != nullptr) driver_.cuStreamDestroy_v2(m.stream);
+    if (m.edge != nullptr && driver_.cuEventDestroy_v2 != nullptr)
+      driver_.cuEventDestroy_v2(m.edge);
   }
   if (route.edge != nullptr && driver_.cuEventDestroy_v2 != nullptr)
     driver_.cuEventDestroy_v2(route.edge);

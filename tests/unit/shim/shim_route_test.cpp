@@ -35,6 +35,14 @@ class RouteGate final : public Gate {
     return sms_.load();
   }
   StreamClass stream_class() const noexcept override { return cls_.load(); }
+  void on_submit(const OpDesc& op, CUresult) noexcept override {
+    if (op.kind != OpKind::kernel) return;
+    submitted_to_.store(op.submit_stream);
+    submitted_ctx_.store(op.submit_ctx);
+  }
+  // Where the newest kernel went, as on_submit() saw it.
+  CUstream submitted_to() const { return submitted_to_.load(); }
+  CUcontext submitted_ctx() const { return submitted_ctx_.load(); }
   const char* name() const noexcept override { return "route"; }
 
   void set_sms(std::uint32_t sms) {
@@ -74,6 +82,8 @@ class RouteGate final : public Gate {
   std::atomic<std::uint32_t> routed_{~0u};
   std::atomic<std::uint32_t> refused_{0};
   std::atomic<StreamClass> cls_{StreamClass::unknown};
+  std::atomic<CUstream> submitted_to_{nullptr};
+  std::atomic<CUcontext> submitted_ctx_{nullptr};
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };
@@ -145,9 +155,18 @@ TEST_F(RouteTest, RoutedKernelsRunInTheirPartitionAndComeBackToTheFullGpu) {
   route->set_sms(kPartitionSms);
   for (std::uint32_t tag = 1; tag <= 3; ++tag)
     ASSERT_CU_OK(launch_append(StreamAbi::legacy, s, log, tag));
+  // The gate is told where routed work went (its own events belong there).
+  const CUstream mirror = route->submitted_to();
+  ASSERT_NE(mirror, nullptr);
+  EXPECT_NE(mirror, s);
+  CUcontext mirror_ctx = nullptr;
+  ASSERT_CU_OK(cu->cuStreamGetCtx(mirror, &mirror_ctx));
+  EXPECT_EQ(route->submitted_ctx(), mirror_ctx);
+  EXPECT_NE(mirror_ctx, ctx);
   route->set_sms(0);
   for (std::uint32_t tag = 4; tag <= 5; ++tag)
     ASSERT_CU_OK(launch_append(StreamAbi::legacy, s, log, tag));
+  EXPECT_EQ(route->submitted_to(), nullptr);
   ASSERT_CU_OK(engine->synchronize_stream(StreamAbi::legacy, cu->cuStreamSynchronize, s));
 
   EXPECT_EQ(read(log, 6), (std::vector<std::uint32_t>{5, 1, 2, 3, 4, 5}));

@@ -89,6 +89,7 @@ struct Call {
 };
 
 struct StreamState;
+struct StreamRoute;
 struct EventState;
 struct HeldOp;
 struct EngineData;
@@ -290,13 +291,18 @@ class Engine final : public GateListener, public KernelCatalog {
   // ---- routing to SM partitions (core/route.cpp) ----
   // Submits one operation of `state` (nullptr: a default or unknown stream) through `submit`, on
   // the stream the gate routes it to, keeping the stream's order and the legacy barrier.
+  // With `callbacks`, the gate's before_submit()/on_submit() run around the driver call and see
+  // where it went (OpDesc::submit_stream).
   template <typename Submit>
-  CUresult submit_to(Gate& g, std::uint32_t needs, StreamState* state, const OpDesc& desc,
-                     CUstream app_stream, Submit&& submit);
-  CUstream route_target(StreamState& state, std::uint32_t sms, const OpDesc& desc);
+  CUresult submit_to(Gate& g, std::uint32_t needs, bool callbacks, StreamState* state,
+                     const OpDesc& desc, CUstream app_stream, Submit&& submit);
+  CUstream route_target(StreamState& state, std::uint32_t sms, const OpDesc& desc,
+                        CUcontext& target_ctx);
   CUstream mirror_of(StreamState& state, std::uint32_t sms, const OpDesc& desc);
   CUgreenCtx partition(std::int32_t device, std::uint32_t sms);
   bool order_after(CUstream from, CUstream to, CUevent& edge);
+  CUevent green_event(CUcontext green_ctx);
+  static CUevent& edge_on(StreamRoute& route, CUstream stream);
   void route_failed(const char* what, CUresult result) noexcept;
   void before_legacy_op(CUcontext ctx);
   void after_legacy_op() noexcept;

@@ -75,6 +75,12 @@ struct OpDesc {
   std::uint32_t shared_mem = 0;
   std::uint64_t bytes = 0;    // copies and memsets
   std::uint64_t call_ns = 0;  // monotonic time of the application's call (kNeedCallTime)
+  // Set in before_submit()/on_submit() when the engine routes the op to another stream than the
+  // application's (a mirror in an SM partition, Gate::route_sms): the stream it goes to and that
+  // stream's context (a green context). A gate records its own events there, with events of that
+  // context; nullptr when the op goes to `stream` itself.
+  CUstream submit_stream = nullptr;
+  CUcontext submit_ctx = nullptr;
 };
 
 // What the engine knows about a kernel: a stable identity (module hash and name) that the shim and
