@@ -45,6 +45,7 @@ struct Scheduler::Link {
   std::uint32_t partition_sms = 0;
   std::uint32_t kill_epoch_sent = 0;
   std::uint32_t kill_epoch = 0;  // BE: the device's kill epoch when this client was last targeted
+  bool kill_word_raised = false;  // its kill word holds that epoch (cleared when the gate opens)
   std::deque<Decided> unacked;
   std::uint64_t acked_reserve = 0;
 };
@@ -444,6 +445,7 @@ void Scheduler::update_mode(Device& dev, std::uint64_t now) {
   if (mode != dev.mode) {
     dev.mode = mode;
     dev.dirty = true;
+    if (mode == GateMode::open) lower_kill_words(dev);
     ++counters_.mode_changes;
     log::debug("device {}: best-effort gate {}", dev.ordinal, mode == GateMode::shut ? "shut" : "open");
   }
@@ -555,6 +557,8 @@ void Scheduler::order_kills(Device& dev) {
     auto it = client->links.find(dev.ordinal);
     if (it == client->links.end() || std::find(targets.begin(), targets.end(), &it->second) == targets.end()) continue;
     it->second.kill_epoch = dev.kill_epoch;
+    it->second.kill_word_raised = true;
+    output_.write_kill_word(id, dev.ordinal, dev.kill_epoch);
     ++client->kills;
     ++dev.kills;
     ++counters_.kills;
@@ -562,6 +566,16 @@ void Scheduler::order_kills(Device& dev) {
   dev.dirty = true;
   log::debug("device {}: RT arrived with {} us of BE work in flight; kill epoch {} for {} clients", dev.ordinal,
              inflight / 1000, dev.kill_epoch, targets.size());
+}
+
+// The gate opens: killed work may run again.
+void Scheduler::lower_kill_words(Device& dev) {
+  for (auto& [id, client] : clients_) {
+    auto it = client->links.find(dev.ordinal);
+    if (it == client->links.end() || !it->second.kill_word_raised) continue;
+    it->second.kill_word_raised = false;
+    output_.write_kill_word(id, dev.ordinal, 0);
+  }
 }
 
 std::uint32_t Scheduler::device_sms(const Device& dev) const {

@@ -281,6 +281,12 @@ bool Server::Impl::drain_rings(std::uint64_t now) {
     for (std::size_t i = 0; i < count; ++i) {
       auto message = protocol::decode_client_message(batch[i]);
       if (message) {
+        if (const auto* word = std::get_if<protocol::KillWordMsg>(&*message)) {
+          if (auto added = kill_writer_.add(id, *word); !added) {
+            log::warn("client {} (pid {}): its kill word cannot be used: {}", id, client->identity.pid,
+                      added.error().message);
+          }
+        }
         scheduler_.handle(id, *message, now);
         continue;
       }
@@ -327,6 +333,12 @@ void Server::Impl::publish_prediction(ClientId id, std::uint64_t key, std::uint6
   if (it == clients_.end()) return;
   const protocol::SegmentView& view = it->second->view;
   protocol::publish_prediction(view.predictions, view.layout.prediction_slots, key, value_ns);
+}
+
+void Server::Impl::write_kill_word(ClientId id, int device, std::uint32_t value) {
+  if (auto written = kill_writer_.write(id, device, value); !written) {
+    SLUICE_LOG_EVERY_SECOND(warn, "kill word not written: {}", written.error().message);
+  }
 }
 
 // ---- sessions ----------------------------------------------------------------------------------
@@ -581,6 +593,7 @@ void Server::Impl::drop_client(ClientId id, const char* why) {
   std::uint32_t session = it->second->session;
   log::info("client {} (pid {}, {}): {}", id, it->second->identity.pid, it->second->identity.exe, why);
   scheduler_.disconnect(id, now_ns());
+  kill_writer_.remove(id);
   clients_.erase(it);
   if (auto s = sessions_.find(session); s != sessions_.end()) {
     s->second->client = 0;

@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "identity.h"
+#include "kill_writer.h"
 #include "sluice/protocol/ring.h"
 #include "sluice/protocol/segment.h"
 #include "sluice/protocol/wire.h"
@@ -96,6 +97,7 @@ class Server::Impl final : public SchedulerOutput {
   // SchedulerOutput
   void send_decision(ClientId client, const protocol::DecisionMsg& decision) override;
   void publish_prediction(ClientId client, std::uint64_t key, std::uint64_t value_ns) override;
+  void write_kill_word(ClientId client, int device, std::uint32_t value) override;
 
   const std::string& socket_path() const { return options_.socket_path; }
   std::uint64_t epoch() const { return epoch_; }
@@ -155,6 +157,7 @@ class Server::Impl final : public SchedulerOutput {
   std::string last_reload_error_;
   protocol::SharingMode mode_ = protocol::SharingMode::timeslice;
   std::unique_ptr<MpsControl> mps_;
+  KillWriter kill_writer_;
   std::string mps_error_;  // why mps mode fell back to timeslice
   std::uint64_t ring_drops_ = 0;
 };

@@ -116,6 +116,50 @@ TEST(Codec, ValidatesSamplesStatusAndDecisions) {
   EXPECT_TRUE(decode_decision(encode(decision)));
 }
 
+TEST(Codec, ValidatesTheAbi11And12Additions) {
+  StatusMsg status{};
+  status.type = static_cast<std::uint16_t>(MsgType::status);
+  status.sm_count = 132;
+  EXPECT_TRUE(decode_client_message(encode(status)));
+  status.sm_count = 100000;
+  EXPECT_EQ(error_of(encode(status)), "status message: 100000 SMs (at most 4096)");
+
+  KillWordMsg word{};
+  word.type = static_cast<std::uint16_t>(MsgType::kill_word);
+  word.offset = 16;
+  EXPECT_TRUE(decode_client_message(encode(word)));
+  word.offset = 6;
+  EXPECT_EQ(error_of(encode(word)), "kill word message: offset 6");
+  word.offset = 0;
+  word.device = -1;
+  EXPECT_EQ(error_of(encode(word)), "kill word message: device -1");
+
+  DecisionMsg decision{};
+  decision.type = static_cast<std::uint16_t>(MsgType::decision);
+  decision.decision_seq = 1;
+  decision.route = Route::partition;
+  EXPECT_EQ(decode_decision(encode(decision)).error().message, "decision: partition of 0 SMs");
+  decision.partition_sms = 112;
+  EXPECT_TRUE(decode_decision(encode(decision)));
+  decision.route = static_cast<Route>(9);
+  EXPECT_EQ(decode_decision(encode(decision)).error().message, "decision: unknown route 9");
+}
+
+TEST(Segment, SharingModeAndMpsPipeDirectoryReachTheClient) {
+  SegmentLayout layout = default_layout();
+  std::vector<std::byte> memory(layout.segment_bytes);
+  init_segment(memory.data(), layout, 42, 3);
+  EXPECT_EQ(read_mps_pipe_dir(memory.data()), "") << "timeslice by default";
+  write_sharing(memory.data(), SharingMode::mps, "/run/sluice/mps/pipe");
+  EXPECT_EQ(read_mps_pipe_dir(memory.data()), "/run/sluice/mps/pipe");
+  write_sharing(memory.data(), SharingMode::mps, std::string(kPathBytes, 'x'));
+  EXPECT_EQ(read_mps_pipe_dir(memory.data()), "") << "too long: not written";
+  write_sharing(memory.data(), SharingMode::mps, "relative/dir");
+  EXPECT_EQ(read_mps_pipe_dir(memory.data()), "") << "only absolute paths";
+  write_sharing(memory.data(), SharingMode::timeslice, "/run/sluice/mps/pipe");
+  EXPECT_EQ(read_mps_pipe_dir(memory.data()), "") << "timeslice mode announces no directory";
+}
+
 TEST(Segment, ReadLayoutAcceptsWhatInitWroteAndRejectsTampering) {
   SegmentLayout layout = default_layout();
   std::vector<std::byte> memory(layout.segment_bytes);

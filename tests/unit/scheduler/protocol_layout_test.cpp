@@ -54,6 +54,8 @@ std::string describe_layout() {
   FIELD(SampleMsg, kind); FIELD(SampleMsg, device); FIELD(SampleMsg, kernel_id);
   FIELD(SampleMsg, work); FIELD(SampleMsg, duration_ns); FIELD(SampleMsg, seq);
   STRUCT(GoodbyeMsg);
+  STRUCT(KillWordMsg);
+  FIELD(KillWordMsg, device); FIELD(KillWordMsg, offset); FIELD(KillWordMsg, ipc_handle);
   STRUCT(DecisionMsg);
   FIELD(DecisionMsg, device); FIELD(DecisionMsg, cls); FIELD(DecisionMsg, mode);
   FIELD(DecisionMsg, route); FIELD(DecisionMsg, solo); FIELD(DecisionMsg, decision_seq);
@@ -75,7 +77,8 @@ std::string describe_layout() {
       << static_cast<int>(MsgType::op_submitted) << " kernel_name "
       << static_cast<int>(MsgType::kernel_name) << " status " << static_cast<int>(MsgType::status)
       << " sample " << static_cast<int>(MsgType::sample) << " goodbye "
-      << static_cast<int>(MsgType::goodbye) << " decision " << static_cast<int>(MsgType::decision)
+      << static_cast<int>(MsgType::goodbye) << " kill_word " << static_cast<int>(MsgType::kill_word)
+      << " decision " << static_cast<int>(MsgType::decision)
       << "\n";
   return out.str();
 }

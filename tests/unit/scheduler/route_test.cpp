@@ -157,6 +157,8 @@ TEST_F(RouteTest, RtArrivingBehindTooMuchBestEffortWorkBumpsTheKillEpochOfKillab
   EXPECT_EQ(out_.of(3, 0).kill_epoch, 0u) << "a rule without kill is never killed";
   EXPECT_EQ(device0().kill_epoch, 1u);
   EXPECT_EQ(sched_->counters().kills, 1u);
+  using Write = RecordingOutput::KillWordWrite;
+  EXPECT_EQ(out_.kill_words, (std::vector<Write>{{1, 0, 1}})) << "the kill word holds the epoch";
   for (const ClientView& view : sched_->clients(now_)) {
     if (view.id == 1 || view.id == 3) {
       EXPECT_EQ(view.kills, view.id == 1 ? 1u : 0u) << "client " << view.id;
@@ -168,9 +170,11 @@ TEST_F(RouteTest, RtArrivingBehindTooMuchBestEffortWorkBumpsTheKillEpochOfKillab
   EXPECT_EQ(out_.of(1, 0).kill_epoch, 1u);
   status(2, 0, 2, false);
   advance(params_.holdoff_ns);
+  EXPECT_EQ(out_.kill_words, (std::vector<Write>{{1, 0, 1}, {1, 0, 0}})) << "lowered when the gate opens";
   status(1, 5 * kMs, 0, true);
   rt_kernel(2, 3, 12);
   EXPECT_EQ(out_.of(1, 0).kill_epoch, 2u);
+  EXPECT_EQ(out_.kill_words.back(), (Write{1, 0, 2}));
 }
 
 TEST_F(RouteTest, BestEffortWithinTheBudgetIsNotKilled) {

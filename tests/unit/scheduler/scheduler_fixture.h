@@ -30,6 +30,16 @@ class RecordingOutput final : public SchedulerOutput {
   void publish_prediction(ClientId client, std::uint64_t key, std::uint64_t value_ns) override {
     predictions[{client, key}] = value_ns;
   }
+  void write_kill_word(ClientId client, int device, std::uint32_t value) override {
+    kill_words.push_back({client, device, value});
+  }
+  struct KillWordWrite {
+    ClientId client;
+    int device;
+    std::uint32_t value;
+    bool operator==(const KillWordWrite&) const = default;
+  };
+  std::vector<KillWordWrite> kill_words;
 
   const protocol::DecisionMsg& of(ClientId client, int device) { return last.at({client, device}); }
 

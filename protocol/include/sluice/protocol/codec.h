@@ -19,7 +19,7 @@ inline constexpr std::uint32_t kMaxSms = 4096;
 inline constexpr std::uint64_t kMaxSampleNs = 3600ull * 1000 * 1000 * 1000;  // one hour
 
 using ClientMessage =
-    std::variant<OpMsg, OpSubmittedMsg, KernelNameMsg, StatusMsg, SampleMsg, GoodbyeMsg>;
+    std::variant<OpMsg, OpSubmittedMsg, KernelNameMsg, StatusMsg, SampleMsg, GoodbyeMsg, KillWordMsg>;
 
 inline const char* op_kind_name(OpKind kind) {
   switch (kind) {
@@ -170,6 +170,16 @@ inline Result<ClientMessage> decode_client_message(const Slot& slot) {
       return ClientMessage{sample};
     }
     case MsgType::goodbye: return ClientMessage{detail::copy_as<GoodbyeMsg>(slot)};
+    case MsgType::kill_word: {
+      auto word = detail::copy_as<KillWordMsg>(slot);
+      if (word.device < 0 || word.device >= kMaxDevices) {
+        return make_error("kill word message: device {}", word.device);
+      }
+      if (word.offset % 4 != 0 || word.offset > (std::uint64_t{1} << 40)) {
+        return make_error("kill word message: offset {}", word.offset);
+      }
+      return ClientMessage{word};
+    }
     default: break;
   }
   return make_error("unknown message type {}", static_cast<unsigned>(message_type(slot)));

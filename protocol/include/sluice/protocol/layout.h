@@ -26,7 +26,8 @@ namespace sluice::protocol {
 inline constexpr std::uint32_t kMagic = 0x45434c53;  // "SLCE" in memory order
 inline constexpr std::uint16_t kAbiMajor = 1;
 // 1: SegmentHeader.sharing_mode and mps_pipe_dir; StatusMsg.sm_count and compute capability.
-inline constexpr std::uint16_t kAbiMinor = 1;
+// 2: the kill_word message.
+inline constexpr std::uint16_t kAbiMinor = 2;
 
 inline constexpr std::size_t kSlotBytes = 128;
 inline constexpr std::size_t kHeaderBytes = 4096;
@@ -100,6 +101,7 @@ enum class MsgType : std::uint16_t {
   status = 4,        // the client's accounting for one device
   sample = 5,        // a timed operation: the duration model's input
   goodbye = 6,       // the client is exiting cleanly
+  kill_word = 7,     // where the client's kill word of a device lives (ABI 1.2)
   decision = 64,     // daemon -> client
 };
 
@@ -190,6 +192,20 @@ struct SampleMsg {
 struct GoodbyeMsg {
   std::uint16_t type;  // MsgType::goodbye
   std::uint8_t reserved[126];
+};
+
+// The client's 32-bit kill word of one device, which sluiced writes (cuStreamWriteValue32 through
+// the IPC handle) when it orders the client's in-flight killable work stopped: the kill epoch,
+// non-zero, stops instrumented blocks from starting; 0 once the device's gate opens again.
+inline constexpr std::size_t kIpcHandleBytes = 64;
+
+struct KillWordMsg {
+  std::uint16_t type;  // MsgType::kill_word
+  std::int16_t device;  // an ordinal (not -1)
+  std::uint32_t reserved0;
+  std::uint64_t offset;  // of the word within the allocation the handle names (4-byte aligned)
+  std::uint8_t ipc_handle[kIpcHandleBytes];  // CUipcMemHandle of the allocation (cuIpcGetMemHandle)
+  std::uint8_t reserved[48];
 };
 
 // ---- daemon -> client messages -----------------------------------------------------------------
@@ -320,6 +336,8 @@ static_assert(offsetof(StatusMsg, sm_count) == 64 && offsetof(StatusMsg, cc_mino
 static_assert(kWireSafe<SampleMsg> && sizeof(SampleMsg) == kSlotBytes);
 static_assert(offsetof(SampleMsg, duration_ns) == 24);
 static_assert(kWireSafe<GoodbyeMsg> && sizeof(GoodbyeMsg) == kSlotBytes);
+static_assert(kWireSafe<KillWordMsg> && sizeof(KillWordMsg) == kSlotBytes);
+static_assert(offsetof(KillWordMsg, offset) == 8 && offsetof(KillWordMsg, ipc_handle) == 16);
 static_assert(kWireSafe<DecisionMsg> && sizeof(DecisionMsg) == kSlotBytes);
 static_assert(offsetof(DecisionMsg, decision_seq) == 8 && offsetof(DecisionMsg, kill_epoch) == 48);
 static_assert(kWireSafe<PredictionSlot> && sizeof(PredictionSlot) == 16);

@@ -58,6 +58,11 @@ class SchedulerOutput {
  public:
   virtual void send_decision(ClientId client, const protocol::DecisionMsg& decision) = 0;
   virtual void publish_prediction(ClientId client, std::uint64_t key, std::uint64_t value_ns) = 0;
+  // The client's kill word of `device`, if it registered one: the kill epoch to stop its in-flight
+  // killable work, 0 when the device's gate opens again.
+  virtual void write_kill_word(ClientId client, int device, std::uint32_t value) {
+    (void)client, (void)device, (void)value;
+  }
 
  protected:
   ~SchedulerOutput() = default;
@@ -233,6 +238,7 @@ class Scheduler {
   Placement placement(Device& device);
   std::uint32_t device_sms(const Device& device) const;
   void order_kills(Device& device);
+  void lower_kill_words(Device& device);
   void send_grant(Client& client, Link& link, int ordinal, std::uint64_t grant, bool solo, GateMode mode,
                   Placement where);
   protocol::DecisionMsg base_decision(Client& client, int ordinal, protocol::Class cls, GateMode mode);
