@@ -235,7 +235,11 @@ CUresult Engine::submit_to(Gate& g, std::uint32_t needs, bool callbacks, StreamS
     after_legacy_op();
     return result;
   }
-  const std::uint32_t sms = (needs & kNeedRoute) != 0 && !capture_active() ? g.route_sms(desc) : 0;
+  // Graph launches stay on the application's stream: an executable graph belongs to its context.
+  const std::uint32_t sms =
+      (needs & kNeedRoute) != 0 && desc.kind != OpKind::graph && !capture_active()
+          ? g.route_sms(desc)
+          : 0;
   if (sms == 0 && !state->routed.load(std::memory_order_acquire)) return go(desc, app_stream);
   std::lock_guard lock(state->route_mu);
   CUcontext target_ctx = nullptr;
@@ -280,8 +284,7 @@ CUresult Engine::submit(const Call& call) {
 CUresult Engine::submit_inline(Gate& g, std::uint32_t needs, StreamState* state, const OpDesc& desc,
                                const Call& call) {
   const bool callbacks = (needs & kNeedSubmitCallbacks) != 0;
-  const CUresult result =
-      submit_to(g, needs, callbacks, state, desc, call.stream, call.submit_now);
+  const CUresult result = submit_to(g, needs, callbacks, state, desc, call.stream, call.submit_now);
   stats_.count_inline(desc.kind);
   if (result != CUDA_SUCCESS) stats_.count_failed(desc.kind);
   return result;

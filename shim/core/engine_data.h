@@ -77,6 +77,8 @@ struct alignas(64) StreamState {
       true};  // synchronizes with the legacy stream (no CU_STREAM_NON_BLOCKING)
   std::atomic<std::int32_t> device{-1};
   bool legacy = false;
+  // True while the stream's work goes to a mirror (routing, core/route.cpp): read on every call.
+  std::atomic<bool> routed{false};
   CUstream handle = nullptr;
 
   alignas(64) std::mutex mu;  // guards queue; enqueued and submitted change only under it
@@ -87,9 +89,7 @@ struct alignas(64) StreamState {
   std::atomic<int> deferred_error{CUDA_SUCCESS};
   bool active = false;  // listed in EngineData::active (guarded by EngineData::active_mu)
 
-  // Routing: `routed` is true while the stream's work goes to a mirror (read on every call of a
-  // routing gate); the rest is guarded by route_mu.
-  std::atomic<bool> routed{false};
+  // Routing: guarded by route_mu (`routed` above is written under it).
   std::mutex route_mu;
   StreamRoute route;
 };

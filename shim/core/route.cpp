@@ -182,13 +182,21 @@ CUstream Engine::route_target(StreamState& state, std::uint32_t sms, const OpDes
                               CUcontext& target_ctx) {
   StreamRoute& route = state.route;
   if (route.ctx == nullptr) route.ctx = desc.ctx != nullptr ? desc.ctx : thread_context().ctx;
+  CUstream from = route.target.load(std::memory_order_relaxed);
+  if (from == nullptr) from = state.handle;
+  if (desc.kind == OpKind::event_record) {
+    // The application's event belongs to the stream's context, and the driver records an event
+    // only on a stream of its own context: it is recorded on the stream itself, after the stream
+    // waited for the mirror. The mirror stays the target.
+    if (from != state.handle && !order_after(from, state.handle, edge_on(route, from)))
+      route_failed("ordering an event record after a mirror", CUDA_ERROR_UNKNOWN);
+    return state.handle;
+  }
   CUstream want = state.handle;
   if (sms != 0) {
     const CUstream mirror = mirror_of(state, sms, desc);
     if (mirror != nullptr) want = mirror;
   }
-  CUstream from = route.target.load(std::memory_order_relaxed);
-  if (from == nullptr) from = state.handle;
   if (want != from) {
     if (!order_after(from, want, edge_on(route, from))) {
       if (from != state.handle)

@@ -145,6 +145,19 @@ class RouteTest : public FakeEngineTest {
   }
   static void release(std::uint32_t* word) { __atomic_store_n(word, 1u, __ATOMIC_SEQ_CST); }
 
+  // A stream routed to the partition, a log for append kernels and an event.
+  struct Routed {
+    CUstream stream;
+    CUdeviceptr log;
+    CUevent event;
+  };
+  Routed routed_stream(unsigned flags) {
+    Routed r{new_stream(flags), new_buffer(4 * 64), nullptr};
+    EXPECT_CU_OK(cu->cuEventCreate(&r.event, CU_EVENT_DISABLE_TIMING));
+    route->set_sms(kPartitionSms);
+    return r;
+  }
+
   std::unique_ptr<RouteGate> route;
   CUmodule slow_module = nullptr;
 };
@@ -236,6 +249,40 @@ TEST_F(RouteTest, EveryRouteChangeKeepsTheStreamsOrder) {
   EXPECT_EQ(engine->stats().snapshot().route_switches, 12u);
 }
 
+// The driver records an event only on a stream of the event's context: the application's events
+// are recorded on its stream, which first waits for the mirror, so they still cover all earlier
+// work of the stream.
+TEST_F(RouteTest, ApplicationEventsAreRecordedOnTheApplicationsStreamAfterTheMirror) {
+  const auto [s, log, done] = routed_stream(CU_STREAM_NON_BLOCKING);
+  std::uint32_t* word = flag();
+  ASSERT_CU_OK(wait_for(s, word));
+  ASSERT_CU_OK(launch_append(StreamAbi::legacy, s, log, 1));
+  ASSERT_CU_OK(engine->record_event(StreamAbi::legacy, cu->cuEventRecord, done, s));
+  ASSERT_CU_OK(launch_append(StreamAbi::legacy, s, log, 2));
+  EXPECT_EQ(engine->query_event(cu->cuEventQuery, done), CUDA_ERROR_NOT_READY);
+  release(word);
+  ASSERT_CU_OK(engine->synchronize_event(cu->cuEventSynchronize, done));
+  std::vector<std::uint32_t> seen = read(log, 2);
+  EXPECT_GE(seen[0], 1u);
+  EXPECT_EQ(seen[1], 1u);
+  ASSERT_CU_OK(engine->synchronize_stream(StreamAbi::legacy, cu->cuStreamSynchronize, s));
+
+  auto count = fake_symbol<decltype(&sluice_fake_trace_count)>("sluice_fake_trace_count");
+  auto trace = fake_symbol<decltype(&sluice_fake_trace_read)>("sluice_fake_trace_read");
+  std::vector<sluice_fake_trace_record> records(count());
+  records.resize(trace(records.data(), 0, records.size()));
+  int recorded = 0;
+  for (const auto& r : records) {
+    if (r.kind != SLUICE_FAKE_OP_EVENT_RECORD || r.tag != reinterpret_cast<std::uint64_t>(done))
+      continue;
+    ++recorded;
+    EXPECT_EQ(r.stream, reinterpret_cast<std::uint64_t>(s));
+  }
+  EXPECT_EQ(recorded, 1);
+  EXPECT_EQ(engine->stats().snapshot().routed_launches, 2u);
+  ASSERT_CU_OK(engine->destroy_event(cu->cuEventDestroy_v2, done));
+}
+
 // Random programs over the legacy stream, the per-thread stream, blocking and non-blocking
 // streams, with a gate that routes a random subset of the named streams (to partitions of two
 // sizes) and holds another, both changing underneath: results must match the reference model,
@@ -258,11 +305,7 @@ TEST_F(RouteTest, RandomProgramsMatchTheReferenceModelWhileTheRouteChanges) {
 }
 
 TEST_F(RouteTest, SynchronizationAndQueriesCoverTheMirror) {
-  CUstream s = new_stream(0);
-  CUdeviceptr log = new_buffer(4 * 64);
-  CUevent done = nullptr;
-  ASSERT_CU_OK(cu->cuEventCreate(&done, CU_EVENT_DISABLE_TIMING));
-  route->set_sms(kPartitionSms);
+  const auto [s, log, done] = routed_stream(0);
 
   // Stream synchronization and query.
   std::uint32_t* first = flag();
