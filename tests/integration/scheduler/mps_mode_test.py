@@ -2,18 +2,24 @@
 """sluiced --mode mps with a fake nvidia-cuda-mps-control (fake_mps_control.py): the control daemon
 is started, announced to clients, used for SM partitions while RT is active, and quit at exit; one
 that already runs is adopted and left running; a control program that fails stops sluiced, or
-falls back to timeslice mode with --mode auto.
+falls back to timeslice mode with --mode auto. Kills: counted per client, and a registered kill
+word (device memory of the fake driver, written by sluiced through its IPC handle) raised and
+lowered.
 
   mps_mode_test.py BUILD_DIR
 """
 
+import ctypes
+import mmap
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Control, expect, run_tests, wait_for  # noqa: E402
+from harness import ROLE_SHIM, Control, expect, frame, hello, run_tests, wait_for  # noqa: E402
 
 FAKE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_mps_control.py")
 RT_RULE = {"name": "loadgen-rt", "match": {"exe": "sluice-loadgen", "cmdline": "* rt *"}, "class": "rt"}
@@ -36,9 +42,9 @@ def fake_client(h, command):
     return subprocess.run([FAKE], input=command + "\n", env=env, capture_output=True, text=True, timeout=30)
 
 
-def start_sluiced(h, *args, **env):
-    """sluiced in mps mode; returns the process (not waited for)."""
-    h.write_policy(POLICY)
+def start_sluiced(h, *args, policy=POLICY, **env):
+    """sluiced with `args`; returns the process (not waited for)."""
+    h.write_policy(policy)
     h.daemon_log = os.path.join(h.work, "sluiced.log")
     cmd = [h.bin["sluiced"], "--gpu", "0", "--policy", h.policy_path, *args]
     h.daemon = subprocess.Popen(cmd, env=h.env(**env), stderr=open(h.daemon_log, "w"))
@@ -118,6 +124,86 @@ def test_rt_arriving_behind_killable_best_effort_work_counts_a_kill(h):
     control.close()
 
 
+class FakeDeviceWord:
+    """A 32-bit word in device memory of the fake driver, owned by this process, with its IPC handle."""
+
+    def __init__(self, fake_path, offset):
+        cuda = ctypes.CDLL(fake_path)
+        u64 = ctypes.c_uint64
+        cuda.cuMemAlloc_v2.argtypes = [ctypes.POINTER(u64), ctypes.c_size_t]
+        cuda.cuMemsetD32_v2.argtypes = [u64, ctypes.c_uint32, ctypes.c_size_t]
+        cuda.cuIpcGetMemHandle.argtypes = [ctypes.c_char_p, u64]
+        cuda.cuMemcpyDtoH_v2.argtypes = [ctypes.c_void_p, u64, ctypes.c_size_t]
+        ctx = ctypes.c_void_p()
+        self.base = u64()
+        self.handle = ctypes.create_string_buffer(64)
+        for call in (lambda: cuda.cuInit(0), lambda: cuda.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), 0),
+                     lambda: cuda.cuCtxSetCurrent(ctx), lambda: cuda.cuMemAlloc_v2(ctypes.byref(self.base), 4096),
+                     lambda: cuda.cuMemsetD32_v2(self.base, 0, 1024),
+                     lambda: cuda.cuIpcGetMemHandle(self.handle, self.base)):
+            expect(call() == 0, "fake driver call failed")
+        self.cuda, self.offset = cuda, offset
+
+    def value(self):
+        out = ctypes.c_uint32()
+        expect(self.cuda.cuMemcpyDtoH_v2(ctypes.byref(out), self.base.value + self.offset, 4) == 0, "copy failed")
+        return out.value
+
+
+class RawShimClient:
+    """A client that speaks the shim protocol itself: handshake, then messages into its ring."""
+
+    def __init__(self, path, label):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(10)
+        self.sock.connect(path)
+        self.sock.sendall(frame(hello(role=ROLE_SHIM, label=label)))
+        data, fds, _, _ = socket.recv_fds(self.sock, 4 + 200, 4)
+        while len(data) < 4 + 200:
+            data += self.sock.recv(4 + 200 - len(data))
+        welcome = data[4:]
+        expect(struct.unpack_from("<i", welcome, 8)[0] == 0 and len(fds) == 3, "welcome refused")
+        segment_bytes = struct.unpack_from("<Q", welcome, 24)[0]
+        self.segment = mmap.mmap(fds[0], segment_bytes)
+        self.doorbell = fds[1]
+        self.ring = struct.unpack_from("<Q", self.segment, 40)[0]
+        self.slots = struct.unpack_from("<I", self.segment, 64)[0]
+
+    def push(self, message):
+        expect(len(message) == 128, "a slot is 128 bytes")
+        head = struct.unpack_from("<Q", self.segment, self.ring)[0]
+        slot = self.ring + 192 + (head % self.slots) * 128
+        self.segment[slot:slot + 128] = message
+        struct.pack_into("<Q", self.segment, self.ring, head + 1)
+        os.write(self.doorbell, struct.pack("<Q", 1))
+
+
+def test_kill_word_of_a_registered_client_is_written_and_lowered(h):
+    policy = dict(POLICY, rules=[RT_RULE, {"name": "batch", "match": {"label": "batch"}, "class": "be", "priority": -1,
+                                           "kill": True}])
+    start_sluiced(h, policy=policy, SLUICE_REAL_LIBCUDA=h.bin["fake"])
+    wait_answering(h)
+    word = FakeDeviceWord(h.bin["fake"], offset=16)
+    client = RawShimClient(h.socket, b"batch")
+    client.push(struct.pack("<HhIQ64s48s", 7, 0, 0, 16, word.handle.raw, b""))  # kill_word
+    # status: device 0, busy, 5 ms of BE work in flight (over the 200 us budget)
+    client.push(struct.pack("<HhB3sQQQQQQQIBB58s", 4, 0, 1, b"", 0, 5_000_000, 0, 0, 0, 0, 0, 0, 0, 0, b""))
+    control = Control(h.socket)
+    wait_for(lambda: any(c["inflight_us"] for c in control.request("ps")["clients"]), 20, "the status arrived")
+    rt = h.client(["rt", "--kernel-us", "50", "--period-us", "2000", "--duration-s", "30"])
+    epoch = wait_for(lambda: word.value(), 20, "sluiced wrote the kill word")
+    device = control.request("status")["devices"][0]
+    # RT goes idle between its kernels and arrives again; this client never reports its work gone,
+    # so each arrival may kill again: the word holds an epoch the device has reached.
+    expect(1 <= epoch <= device["kill_epoch"], f"kill word {epoch}, device {device}")
+    rt.kill()
+    rt.wait()
+    wait_for(lambda: word.value() == 0, 20, "the kill word lowered once the gate opened")
+    control.close()
+    expect(h.stop_daemon() == 0, "sluiced exit code")
+    expect("kill words are written through" in h.daemon_output(), "sluiced did not load the driver")
+
+
 def test_running_control_daemon_is_adopted_and_left_running(h):
     pipe, log = dirs(h)
     os.makedirs(pipe, mode=0o700)
@@ -164,6 +250,7 @@ if __name__ == "__main__":
     sys.exit(run_tests([
         test_mps_mode_starts_announces_partitions_and_quits,
         test_rt_arriving_behind_killable_best_effort_work_counts_a_kill,
+        test_kill_word_of_a_registered_client_is_written_and_lowered,
         test_running_control_daemon_is_adopted_and_left_running,
         test_failing_control_program_stops_sluiced_or_falls_back_with_auto,
     ], sys.argv[1]))
