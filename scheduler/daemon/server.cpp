@@ -581,6 +581,9 @@ Status Server::Impl::start_mps() {
     return {};
   }
   mps_ = std::move(*control);
+  // sluiced's own driver context (kill words) joins the same MPS server as its clients. Set before
+  // any thread of sluiced reads the environment.
+  setenv("CUDA_MPS_PIPE_DIRECTORY", options_.mps.pipe_dir.c_str(), 0);
   mps_->watch(kMpsWatchMs);
   mode_ = protocol::SharingMode::mps;
   scheduler_.set_sharing_mode(mode_, now_ns());
