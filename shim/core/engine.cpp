@@ -216,8 +216,8 @@ void Engine::describe(OpDesc& desc, const Route& route, std::uint32_t fields) {
 // ---- submission
 // ----------------------------------------------------------------------------------
 
-// The fast path costs one plain load for the legacy stream and nothing more for other streams
-// unless the gate routes (kNeedRoute) or the stream is routed now.
+// The fast path costs one plain load more than no routing at all (EngineData::mirrors_exist), and
+// a virtual call when the gate routes (kNeedRoute).
 template <typename Submit>
 CUresult Engine::submit_to(Gate& g, std::uint32_t needs, bool callbacks, StreamState* state,
                            const OpDesc& desc, CUstream app_stream, Submit&& submit) {
@@ -227,28 +227,38 @@ CUresult Engine::submit_to(Gate& g, std::uint32_t needs, bool callbacks, StreamS
     if (callbacks) g.on_submit(d, result);
     return result;
   };
-  if (state == nullptr) return go(desc, app_stream);
-  if (state->legacy) {
-    if (!data_->mirrors_exist.load(std::memory_order_relaxed)) return go(desc, app_stream);
-    before_legacy_op(desc.ctx);
-    const CUresult result = go(desc, app_stream);
-    after_legacy_op();
-    return result;
-  }
   // Graph launches stay on the application's stream: an executable graph belongs to its context.
-  const std::uint32_t sms =
-      (needs & kNeedRoute) != 0 && desc.kind != OpKind::graph && !capture_active()
-          ? g.route_sms(desc)
-          : 0;
-  if (sms == 0 && !state->routed.load(std::memory_order_acquire)) return go(desc, app_stream);
-  std::lock_guard lock(state->route_mu);
-  CUcontext target_ctx = nullptr;
-  const CUstream target = route_target(*state, sms, desc, target_ctx);
-  if (target == state->handle) return go(desc, app_stream);
-  OpDesc routed = desc;
-  routed.submit_stream = target;
-  routed.submit_ctx = target_ctx;
-  return go(routed, target);
+  const bool routable = state != nullptr && (needs & kNeedRoute) != 0 &&
+                        desc.kind != OpKind::graph && !capture_active();
+  const std::uint32_t sms = routable ? g.route_sms(desc) : 0;
+  if (sms == 0 && (state == nullptr || !state->routed.load(std::memory_order_acquire))) {
+    if (!data_->mirrors_exist.load(std::memory_order_relaxed) ||
+        (state == nullptr && desc.stream != CU_STREAM_PER_THREAD)) {
+      return go(desc, app_stream);
+    }
+    return submit_unrouted(state, desc, [&] { return go(desc, app_stream); });
+  }
+  CUresult result = CUDA_SUCCESS;
+  {
+    std::lock_guard lock(data_->route_mu);
+    CUcontext target_ctx = nullptr;
+    const CUstream target = route_target(*state, sms, desc, target_ctx);
+    if (target == state->handle) {
+      result = go(desc, app_stream);
+    } else {
+      OpDesc routed = desc;
+      routed.submit_stream = target;
+      routed.submit_ctx = target_ctx;
+      result = go(routed, target);
+    }
+  }
+  if (state->legacy) {
+    after_legacy_op();
+  } else if (state->blocking.load(std::memory_order_relaxed) &&
+             data_->legacy_routed.load(std::memory_order_relaxed)) {
+    data_->blocking_epoch.fetch_add(1, std::memory_order_acq_rel);
+  }
+  return result;
 }
 
 CUresult Engine::submit(const Call& call) {
@@ -601,16 +611,16 @@ CUresult Engine::run_ordered(StreamAbi abi, CUstream stream, FunctionRef<CUresul
     stats_.count_sync_wait();
     wait_until([&] { return dependencies_met(probe); });
   }
-  // The call goes to the application's stream itself: a routed stream's work comes back first.
-  if (r.state == nullptr) return call();
-  if (!r.state->legacy) {
-    unroute(*r.state);
+  // The call goes to the application's stream itself: a routed stream's work comes back first,
+  // and the legacy barrier is kept as for any other work.
+  if (r.state != nullptr) unroute(*r.state);
+  if (!data_->mirrors_exist.load(std::memory_order_acquire) ||
+      (r.state == nullptr && r.lane != Route::Lane::per_thread)) {
     return call();
   }
-  before_legacy_op(nullptr);
-  const CUresult result = call();
-  after_legacy_op();
-  return result;
+  OpDesc desc;
+  desc.stream = r.canonical;
+  return submit_unrouted(r.state, desc, call);
 }
 
 CUresult Engine::take_deferred_error(StreamState* state) noexcept {

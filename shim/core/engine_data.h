@@ -3,10 +3,9 @@
 //
 // Lock order (outer to inner): EventState::mu, StreamState::mu, EngineData::active_mu. No sluice
 // lock is held while calling the driver or the gate, except StreamState::drain_mu, which only the
-// thread submitting a stream's queue holds, and the routing locks: StreamState::route_mu (held by
-// the thread submitting to a routed stream, around the ordering edges and the submission), then
-// EngineData::partitions_mu (creating a green context). EngineData::routed_mu is never held while
-// taking a route_mu: readers copy the list first.
+// thread submitting a stream's queue holds, and the routing locks: EngineData::route_mu (held around
+// the ordering edges and the submission of work that routing concerns), then
+// EngineData::partitions_mu (creating a green context), then EngineData::routed_mu.
 #pragma once
 
 #include <atomic>
@@ -48,7 +47,7 @@ struct HeldOp {
 };
 
 // Where the work of one application stream goes (routing to SM partitions, core/route.cpp).
-// Guarded by StreamState::route_mu unless said otherwise.
+// Guarded by EngineData::route_mu unless said otherwise.
 struct StreamRoute {
   struct Mirror {
     std::uint32_t sms = 0;
@@ -67,6 +66,9 @@ struct StreamRoute {
   bool listed = false;        // in EngineData::routed
   bool dirty = false;         // a mirror got work since the legacy stream last waited for it
   std::uint64_t legacy_seen = ~std::uint64_t{0};  // EngineData::legacy_epoch at the last edge
+  // The legacy stream's own route: EngineData::blocking_epoch when its mirror last waited for the
+  // blocking streams (through the legacy stream).
+  std::uint64_t blocking_seen = ~std::uint64_t{0};
 };
 
 struct alignas(64) StreamState {
@@ -89,9 +91,7 @@ struct alignas(64) StreamState {
   std::atomic<int> deferred_error{CUDA_SUCCESS};
   bool active = false;  // listed in EngineData::active (guarded by EngineData::active_mu)
 
-  // Routing: guarded by route_mu (`routed` above is written under it).
-  std::mutex route_mu;
-  StreamRoute route;
+  StreamRoute route;  // guarded by EngineData::route_mu (`routed` above is written under it)
 };
 
 struct EventState {
@@ -156,7 +156,13 @@ struct EngineData {
   };
   std::mutex partitions_mu;
   std::vector<Partition> partitions;  // guarded by partitions_mu
+  std::mutex route_mu;  // one for all streams: routing is for best-effort work
   std::atomic<bool> mirrors_exist{false};
+  std::atomic<bool> legacy_routed{false};  // the legacy stream has had a mirror
+  // Submissions to blocking streams (and the per-thread stream) since the legacy stream was first
+  // routed: its mirror waits for the legacy stream (which the driver orders after them) when it
+  // changed.
+  std::atomic<std::uint64_t> blocking_epoch{0};
   // Submissions to the legacy stream since the first mirror: a routed blocking stream waits for
   // the legacy stream when it changed (the legacy barrier, which the driver does not apply to a
   // mirror).

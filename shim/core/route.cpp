@@ -155,6 +155,7 @@ CUstream Engine::mirror_of(StreamState& state, std::uint32_t sms, const OpDesc& 
     data_->routed.push_back(&state);
     route.listed = true;
   }
+  if (state.legacy) data_->legacy_routed.store(true, std::memory_order_release);
   data_->mirrors_exist.store(true, std::memory_order_release);
   return mirror;
 }
@@ -181,7 +182,10 @@ bool Engine::order_after(CUstream from, CUstream to, CUevent& edge) {
 CUstream Engine::route_target(StreamState& state, std::uint32_t sms, const OpDesc& desc,
                               CUcontext& target_ctx) {
   StreamRoute& route = state.route;
-  if (route.ctx == nullptr) route.ctx = desc.ctx != nullptr ? desc.ctx : thread_context().ctx;
+  const CUcontext ctx = desc.ctx != nullptr ? desc.ctx : thread_context().ctx;
+  if (route.ctx == nullptr) route.ctx = ctx;
+  // The legacy stream is one per context; only that of the first context it was routed in is.
+  if (state.legacy && route.ctx != ctx) return state.handle;
   CUstream from = route.target.load(std::memory_order_relaxed);
   if (from == nullptr) from = state.handle;
   if (desc.kind == OpKind::event_record) {
@@ -190,6 +194,7 @@ CUstream Engine::route_target(StreamState& state, std::uint32_t sms, const OpDes
     // waited for the mirror. The mirror stays the target.
     if (from != state.handle && !order_after(from, state.handle, edge_on(route, from)))
       route_failed("ordering an event record after a mirror", CUDA_ERROR_UNKNOWN);
+    if (state.legacy) fold_mirrors(ctx, &state);
     return state.handle;
   }
   CUstream want = state.handle;
@@ -197,6 +202,12 @@ CUstream Engine::route_target(StreamState& state, std::uint32_t sms, const OpDes
     const CUstream mirror = mirror_of(state, sms, desc);
     if (mirror != nullptr) want = mirror;
   }
+  const std::uint64_t blocking_epoch = data_->blocking_epoch.load(std::memory_order_acquire);
+  // The legacy stream's work follows the earlier work of every blocking stream: routed ones are
+  // folded into the legacy stream, and its mirror waits for the legacy stream.
+  if (state.legacy &&
+      (want == state.handle || want != from || blocking_epoch != route.blocking_seen))
+    fold_mirrors(ctx, &state);
   if (want != from) {
     if (!order_after(from, want, edge_on(route, from))) {
       if (from != state.handle)
@@ -206,15 +217,23 @@ CUstream Engine::route_target(StreamState& state, std::uint32_t sms, const OpDes
       stats_.count_route_switch();
       route.target.store(want, std::memory_order_release);
       state.routed.store(want != state.handle, std::memory_order_release);
+      route.dirty = false;  // the new target waited for everything of the old one
+      route.blocking_seen = blocking_epoch;
     }
   }
   if (want == state.handle) return want;
   route.dirty = true;
-  if (state.blocking.load(std::memory_order_relaxed)) {
-    // The legacy barrier: a blocking stream's work follows earlier work of the legacy stream.
+  if (state.legacy) {
+    if (blocking_epoch != route.blocking_seen && order_after(CU_STREAM_LEGACY, want, route.edge))
+      route.blocking_seen = blocking_epoch;
+  } else if (state.blocking.load(std::memory_order_relaxed)) {
+    // The legacy barrier: a blocking stream's work follows earlier work of the legacy stream
+    // (and of the legacy stream's mirror, folded into it first).
     const std::uint64_t epoch = data_->legacy_epoch.load(std::memory_order_acquire);
-    if (epoch != route.legacy_seen && order_after(CU_STREAM_LEGACY, want, route.edge))
-      route.legacy_seen = epoch;
+    if (epoch != route.legacy_seen) {
+      fold_legacy_mirror(ctx);
+      if (order_after(CU_STREAM_LEGACY, want, route.edge)) route.legacy_seen = epoch;
+    }
   }
   stats_.count_routed(desc.kind);
   for (const StreamRoute::Mirror& m : route.mirrors) {
@@ -228,22 +247,35 @@ std::vector<StreamState*> Engine::routed_streams() {
   return data_->routed;
 }
 
-// The legacy stream of `ctx` waits for the mirrors of blocking streams that got work since it last
-// did: what the driver's barrier would have done had the work stayed on the blocking streams.
-void Engine::fold_mirrors(CUcontext ctx) {
+// The legacy stream of `ctx` waits for `state`'s mirror when that got work since it last did.
+// route_mu held.
+void Engine::fold_into_legacy(StreamState& state, CUcontext ctx) {
+  StreamRoute& route = state.route;
+  const CUstream target = route.target.load(std::memory_order_relaxed);
+  if (!route.dirty || route.ctx != ctx || target == nullptr || target == state.handle) return;
+  if (order_after(target, CU_STREAM_LEGACY, edge_on(route, target))) route.dirty = false;
+}
+
+// The legacy stream of `ctx` waits for the mirrors of blocking streams (the legacy stream's own
+// included, unless it is `skip`) that got work since it last did: what the driver's barrier would
+// have done had the work stayed on the streams. route_mu held.
+void Engine::fold_mirrors(CUcontext ctx, const StreamState* skip) {
   for (StreamState* state : routed_streams()) {
-    if (!state->blocking.load(std::memory_order_relaxed)) continue;
-    std::lock_guard lock(state->route_mu);
-    StreamRoute& route = state->route;
-    const CUstream target = route.target.load(std::memory_order_relaxed);
-    if (!route.dirty || route.ctx != ctx || target == nullptr || target == state->handle) continue;
-    if (order_after(target, CU_STREAM_LEGACY, edge_on(route, target))) route.dirty = false;
+    if (state == skip || !state->blocking.load(std::memory_order_relaxed)) continue;
+    fold_into_legacy(*state, ctx);
   }
+}
+
+// Work of blocking streams follows the legacy stream's work, which may be on its mirror.
+// route_mu held.
+void Engine::fold_legacy_mirror(CUcontext ctx) {
+  if (data_->legacy_routed.load(std::memory_order_acquire)) fold_into_legacy(data_->legacy, ctx);
 }
 
 void Engine::before_legacy_op(CUcontext ctx) {
   if (!data_->mirrors_exist.load(std::memory_order_acquire) || capture_active()) return;
-  fold_mirrors(ctx != nullptr ? ctx : thread_context().ctx);
+  std::lock_guard lock(data_->route_mu);
+  fold_mirrors(ctx != nullptr ? ctx : thread_context().ctx, nullptr);
 }
 
 void Engine::after_legacy_op() noexcept {
@@ -251,10 +283,36 @@ void Engine::after_legacy_op() noexcept {
     data_->legacy_epoch.fetch_add(1, std::memory_order_acq_rel);
 }
 
+// Work that routing does not move but must order: the legacy stream's (after the mirrors of
+// blocking streams) and blocking streams' (after the legacy stream's mirror). `state` nullptr: the
+// per-thread default stream.
+CUresult Engine::submit_unrouted(StreamState* state, const OpDesc& desc,
+                                 FunctionRef<CUresult()> submit) {
+  const bool legacy = state != nullptr && state->legacy;
+  const bool blocking = state == nullptr || state->blocking.load(std::memory_order_relaxed);
+  const bool legacy_routed = data_->legacy_routed.load(std::memory_order_acquire);
+  if (!capture_active() && (legacy || (blocking && legacy_routed))) {
+    const CUcontext ctx = desc.ctx != nullptr ? desc.ctx : thread_context().ctx;
+    std::lock_guard lock(data_->route_mu);
+    if (legacy) {
+      fold_mirrors(ctx, nullptr);
+    } else {
+      fold_legacy_mirror(ctx);
+    }
+  }
+  const CUresult result = submit();
+  if (legacy) {
+    after_legacy_op();
+  } else if (blocking && legacy_routed) {
+    data_->blocking_epoch.fetch_add(1, std::memory_order_acq_rel);
+  }
+  return result;
+}
+
 // Moves the stream's work back to the stream itself (before calls that go to it directly).
 void Engine::unroute(StreamState& state) {
   if (!state.routed.load(std::memory_order_acquire)) return;
-  std::lock_guard lock(state.route_mu);
+  std::lock_guard lock(data_->route_mu);
   OpDesc desc;
   desc.kind = OpKind::event_wait;
   CUcontext unused = nullptr;
@@ -269,29 +327,29 @@ void Engine::unroute_all() {
 // Waits for the mirrors of the streams of `ctx` (context synchronization covers them too).
 CUresult Engine::synchronize_mirrors(CUcontext ctx) {
   if (!data_->mirrors_exist.load(std::memory_order_acquire)) return CUDA_SUCCESS;
-  CUresult first = CUDA_SUCCESS;
-  for (StreamState* state : routed_streams()) {
-    std::vector<CUstream> mirrors;
-    {
-      std::lock_guard lock(state->route_mu);
+  std::vector<CUstream> mirrors;
+  {
+    std::lock_guard lock(data_->route_mu);
+    for (StreamState* state : routed_streams()) {
       if (state->route.ctx != ctx) continue;
       for (const StreamRoute::Mirror& m : state->route.mirrors) mirrors.push_back(m.stream);
     }
-    for (CUstream m : mirrors) {
-      const CUresult result = driver_.cuStreamSynchronize(m);
-      if (first == CUDA_SUCCESS) first = result;
-    }
+  }
+  CUresult first = CUDA_SUCCESS;
+  for (CUstream m : mirrors) {
+    const CUresult result = driver_.cuStreamSynchronize(m);
+    if (first == CUDA_SUCCESS) first = result;
   }
   return first;
 }
 
 // The application destroyed the stream: its mirrors go too (the driver finishes their work).
 void Engine::forget_mirrors(StreamState& state) {
+  std::lock_guard lock(data_->route_mu);
   {
-    std::lock_guard lock(data_->routed_mu);
+    std::lock_guard listed(data_->routed_mu);
     std::erase(data_->routed, &state);
   }
-  std::lock_guard lock(state.route_mu);
   StreamRoute& route = state.route;
   for (const StreamRoute::Mirror& m : route.mirrors) {
     if (driver_.cuStreamDestroy_v2 != nullptr) driver_.cuStreamDestroy_v2(m.stream);
@@ -306,6 +364,7 @@ void Engine::forget_mirrors(StreamState& state) {
   route.listed = false;
   route.dirty = false;
   route.legacy_seen = ~std::uint64_t{0};
+  route.blocking_seen = ~std::uint64_t{0};
   route.target.store(nullptr, std::memory_order_release);
   state.routed.store(false, std::memory_order_release);
 }
@@ -314,7 +373,7 @@ void Engine::destroy_partitions() noexcept {
   try {
     for (StreamState* state : routed_streams()) {
       {
-        std::lock_guard lock(state->route_mu);
+        std::lock_guard lock(data_->route_mu);
         for (const StreamRoute::Mirror& m : state->route.mirrors)
           driver_.cuStreamSynchronize(m.stream);
       }

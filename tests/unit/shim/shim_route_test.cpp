@@ -32,7 +32,7 @@ class RouteGate final : public Gate {
     for (std::size_t i = 0; i < streams_.size(); ++i) {
       if (streams_[i] == op.stream) return (routed & (1u << i)) != 0 ? sms_.load() : 0;
     }
-    return sms_.load();
+    return only_listed_ ? 0 : sms_.load();
   }
   StreamClass stream_class() const noexcept override { return cls_.load(); }
   void on_submit(const OpDesc& op, CUresult) noexcept override {
@@ -50,6 +50,11 @@ class RouteGate final : public Gate {
     listener_.gate_changed();
   }
   void set_class(StreamClass cls) { cls_.store(cls); }
+  // Routes only `streams` (before any work; not with randomize()).
+  void route_only(std::vector<CUstream> streams) {
+    streams_ = std::move(streams);
+    only_listed_ = true;
+  }
 
   // From now on a thread of the gate routes a random subset of `streams` (and holds another) and
   // changes both every 20 to 500 microseconds.
@@ -78,6 +83,7 @@ class RouteGate final : public Gate {
  private:
   GateListener& listener_;
   std::vector<CUstream> streams_;  // fixed while the thread runs
+  bool only_listed_ = false;
   std::atomic<std::uint32_t> sms_{0};
   std::atomic<std::uint32_t> routed_{~0u};
   std::atomic<std::uint32_t> refused_{0};
@@ -359,6 +365,26 @@ TEST_F(RouteTest, TheLegacyBarrierReachesTheMirrorOfABlockingStream) {
   release(gate_word);
   ASSERT_CU_OK(engine->synchronize_context([&] { return cu->cuCtxSynchronize(); }));
   EXPECT_EQ(read(log, 4), (std::vector<std::uint32_t>{3, 1, 2, 3}));
+}
+
+// The legacy stream routed, a blocking stream not: each still follows the other's earlier work.
+TEST_F(RouteTest, ARoutedLegacyStreamKeepsItsBarrier) {
+  CUstream s = new_stream(0);
+  CUdeviceptr log = new_buffer(4 * 64);
+  route->route_only({CU_STREAM_LEGACY});
+  route->set_sms(kPartitionSms);
+  std::uint32_t* word = flag();
+  ASSERT_CU_OK(wait_for(CU_STREAM_LEGACY, word));
+  ASSERT_CU_OK(launch_append(StreamAbi::legacy, nullptr, log, 1));  // on the legacy mirror
+  ASSERT_CU_OK(launch_append(StreamAbi::legacy, s, log, 2));        // after it (the barrier)
+  ASSERT_CU_OK(launch_append(StreamAbi::legacy, nullptr, log, 3));  // after the blocking stream
+  release(word);
+  ASSERT_CU_OK(engine->synchronize_context([&] { return cu->cuCtxSynchronize(); }));
+  EXPECT_EQ(read(log, 4), (std::vector<std::uint32_t>{3, 1, 2, 3}));
+  const auto kernels = kernels_in_trace();
+  ASSERT_EQ(kernels.size(), 3u);
+  for (const auto& k : kernels)
+    EXPECT_EQ(k.sm_count, k.tag == 2 ? 132u : kPartitionSms) << "kernel " << k.tag;
 }
 
 TEST_F(RouteTest, WithoutGreenContextsWorkStaysOnTheFullGpu) {

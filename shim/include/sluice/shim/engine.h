@@ -306,7 +306,10 @@ class Engine final : public GateListener, public KernelCatalog {
   void route_failed(const char* what, CUresult result) noexcept;
   void before_legacy_op(CUcontext ctx);
   void after_legacy_op() noexcept;
-  void fold_mirrors(CUcontext ctx);
+  void fold_mirrors(CUcontext ctx, const StreamState* skip);
+  void fold_into_legacy(StreamState& state, CUcontext ctx);
+  void fold_legacy_mirror(CUcontext ctx);
+  CUresult submit_unrouted(StreamState* state, const OpDesc& desc, FunctionRef<CUresult()> submit);
   void unroute(StreamState& state);
   void unroute_all();
   CUresult synchronize_mirrors(CUcontext ctx);
