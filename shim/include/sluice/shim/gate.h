@@ -146,9 +146,9 @@ class Gate {
 
   // Where `op` runs: 0 on the full GPU (the application's stream itself), N > 0 in a partition of N
   // SMs of op.device (a green context; on sm_90 N is a multiple of 8, at least 8). Asked, when
-  // needs() has kNeedRoute, for every operation on a stream the application created, right before
-  // it goes to the driver (op.device filled); never for the legacy or per-thread default streams.
-  // Must be cheap and must not block. The engine keeps per-stream order across every change of
+  // needs() has kNeedRoute, for every operation on a stream the application created or on the
+  // legacy stream, right before it goes to the driver (op.device filled); never for the per-thread
+  // default stream, graph launches, or during stream captures. Must be cheap and must not block. The engine keeps per-stream order across every change of
   // the answer (docs/architecture.md, "Mechanisms in the client").
   virtual std::uint32_t route_sms(const OpDesc& op) const noexcept {
     (void)op;
