@@ -36,8 +36,17 @@ def serve(pipe_dir, log_dir, listener):
     with open(os.path.join(pipe_dir, "control.pid"), "w") as f:
         f.write(f"{os.getpid()}\n")
     log_line(log_dir, "started")
+    # A test that kills sluiced (SIGKILL) and removes its directory leaves nobody to send quit:
+    # the daemon goes away with its pipe directory.
+    listener.settimeout(0.5)
     while True:
-        conn, _ = listener.accept()
+        try:
+            conn, _ = listener.accept()
+        except socket.timeout:
+            if not os.path.exists(os.path.join(pipe_dir, "control")):
+                return
+            continue
+        conn.settimeout(None)
         with conn:
             data = b""
             while not data.endswith(b"\n"):
