@@ -387,6 +387,38 @@ TEST_F(RouteTest, ARoutedLegacyStreamKeepsItsBarrier) {
     EXPECT_EQ(k.sm_count, k.tag == 2 ? 132u : kPartitionSms) << "kernel " << k.tag;
 }
 
+// A capture starts with every routed stream's work back on the stream itself, captures nothing of
+// a mirror, and graph launches run on the application's stream after the mirror's work.
+TEST_F(RouteTest, CapturesAndGraphLaunchesStayOnTheApplicationsStream) {
+  CUstream s = new_stream(CU_STREAM_NON_BLOCKING);
+  CUdeviceptr buffer = new_buffer(4 * 16);
+  route->set_sms(kPartitionSms);
+  std::uint32_t* word = flag();
+  ASSERT_CU_OK(wait_for(s, word));
+  ASSERT_CU_OK(launch_affine(StreamAbi::legacy, s, buffer, 1, 5, 16));  // on the mirror: x = 5
+  ASSERT_CU_OK(engine->begin_capture(StreamAbi::legacy, s, [&] {
+    return cu->cuStreamBeginCapture_v2(s, CU_STREAM_CAPTURE_MODE_GLOBAL);
+  }));
+  ASSERT_CU_OK(launch_affine(StreamAbi::legacy, s, buffer, 3, 1, 16));  // recorded
+  CUgraph graph = nullptr;
+  ASSERT_CU_OK(
+      engine->end_capture(StreamAbi::legacy, s, [&] { return cu->cuStreamEndCapture(s, &graph); }));
+  CUgraphExec exec = nullptr;
+  ASSERT_CU_OK(cu->cuGraphInstantiateWithFlags(&exec, graph, 0));
+  OpDesc desc;
+  desc.kind = OpKind::graph;
+  ASSERT_CU_OK(engine->enqueue(StreamAbi::legacy, desc, cu->cuGraphLaunch, exec, s));
+  ASSERT_CU_OK(launch_affine(StreamAbi::legacy, s, buffer, 2, 0, 16));  // on the mirror again
+  release(word);
+  ASSERT_CU_OK(engine->synchronize_stream(StreamAbi::legacy, cu->cuStreamSynchronize, s));
+  EXPECT_EQ(read(buffer, 16), std::vector<std::uint32_t>(16, (5 * 3 + 1) * 2));
+  std::vector<std::uint32_t> sms;
+  for (const auto& k : kernels_in_trace()) sms.push_back(k.sm_count);
+  EXPECT_EQ(sms, (std::vector<std::uint32_t>{kPartitionSms, 132, kPartitionSms}));
+  cu->cuGraphExecDestroy(exec);
+  cu->cuGraphDestroy(graph);
+}
+
 TEST_F(RouteTest, WithoutGreenContextsWorkStaysOnTheFullGpu) {
   DriverApi broken = *cu;
   broken.cuGreenCtxCreate = [](CUgreenCtx*, CUdevResourceDesc, CUdevice, unsigned) {
