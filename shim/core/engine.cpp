@@ -227,9 +227,10 @@ CUresult Engine::submit_to(Gate& g, std::uint32_t needs, bool callbacks, StreamS
     if (callbacks) g.on_submit(d, result);
     return result;
   };
-  // Graph launches stay on the application's stream: an executable graph belongs to its context.
+  // Graph launches and launches that record an application event stay on the application's
+  // stream: an executable graph and an event belong to their context.
   const bool routable = state != nullptr && (needs & kNeedRoute) != 0 &&
-                        desc.kind != OpKind::graph && !capture_active();
+                        desc.kind != OpKind::graph && !desc.records_event && !capture_active();
   const std::uint32_t sms = routable ? g.route_sms(desc) : 0;
   if (sms == 0 && (state == nullptr || !state->routed.load(std::memory_order_acquire))) {
     if (!data_->mirrors_exist.load(std::memory_order_relaxed) ||

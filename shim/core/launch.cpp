@@ -160,6 +160,7 @@ CUresult Engine::launch_kernel_ex(StreamAbi abi, LaunchKernelExFn fn, const CUla
       records_event = true;
     }
   }
+  desc.records_event = records_event;
   auto now = [&](CUstream s) {
     CUlaunchConfig routed = *config;
     routed.hStream = s;

@@ -419,6 +419,32 @@ TEST_F(RouteTest, CapturesAndGraphLaunchesStayOnTheApplicationsStream) {
   cu->cuGraphDestroy(graph);
 }
 
+TEST_F(RouteTest, LaunchesThatRecordAnEventStayOnTheApplicationsStream) {
+  const auto [s, log, done] = routed_stream(CU_STREAM_NON_BLOCKING);
+  ASSERT_CU_OK(launch_append(StreamAbi::legacy, s, log, 1));  // on the mirror
+  CUlaunchAttribute attribute{};
+  attribute.id = CU_LAUNCH_ATTRIBUTE_LAUNCH_COMPLETION_EVENT;
+  attribute.value.launchCompletionEvent.event = done;
+  CUlaunchConfig config{};
+  config.gridDimX = config.gridDimY = config.gridDimZ = 1;
+  config.blockDimX = 32;
+  config.blockDimY = config.blockDimZ = 1;
+  config.hStream = s;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  CUdeviceptr log_arg = log;
+  std::uint32_t tag = 2;
+  void* params[] = {&log_arg, &tag};
+  ASSERT_CU_OK(engine->launch_kernel_ex(StreamAbi::legacy, cu->cuLaunchKernelEx, &config, append,
+                                        params, nullptr));
+  ASSERT_CU_OK(engine->synchronize_stream(StreamAbi::legacy, cu->cuStreamSynchronize, s));
+  EXPECT_EQ(read(log, 3), (std::vector<std::uint32_t>{2, 1, 2}));
+  std::vector<std::uint32_t> sms;
+  for (const auto& k : kernels_in_trace()) sms.push_back(k.sm_count);
+  EXPECT_EQ(sms, (std::vector<std::uint32_t>{kPartitionSms, 132}));
+  ASSERT_CU_OK(engine->destroy_event(cu->cuEventDestroy_v2, done));
+}
+
 TEST_F(RouteTest, WithoutGreenContextsWorkStaysOnTheFullGpu) {
   DriverApi broken = *cu;
   broken.cuGreenCtxCreate = [](CUgreenCtx*, CUdevResourceDesc, CUdevice, unsigned) {

@@ -69,6 +69,7 @@ struct OpDesc {
   std::int32_t device = -1;   // device ordinal of the stream's context, -1 when not known (kNeedDevice)
   OpKind kind = OpKind::kernel;
   bool cooperative = false;
+  bool records_event = false;  // a launch whose attributes record an application event
   CUfunction func = nullptr;  // kernels only; may be a CUkernel handle
   std::uint32_t grid[3] = {0, 0, 0};
   std::uint32_t block[3] = {0, 0, 0};
