@@ -425,13 +425,8 @@ TEST_F(RouteTest, LaunchesThatRecordAnEventStayOnTheApplicationsStream) {
   CUlaunchAttribute attribute{};
   attribute.id = CU_LAUNCH_ATTRIBUTE_LAUNCH_COMPLETION_EVENT;
   attribute.value.launchCompletionEvent.event = done;
-  CUlaunchConfig config{};
-  config.gridDimX = config.gridDimY = config.gridDimZ = 1;
-  config.blockDimX = 32;
-  config.blockDimY = config.blockDimZ = 1;
-  config.hStream = s;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
+  // grid 1x1x1, block 32x1x1, no shared memory, on s, with the attribute
+  CUlaunchConfig config{1, 1, 1, 32, 1, 1, 0, s, &attribute, 1};
   CUdeviceptr log_arg = log;
   std::uint32_t tag = 2;
   void* params[] = {&log_arg, &tag};
