@@ -5,12 +5,17 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
+#include <mutex>
 #include <span>
 #include <string>
 
 #include "real_driver.h"
 #include "sluice/common/log.h"
 #include "sluice/shim/module_image.h"
+
+// From the daemon client (scheduler/client/connection.h); weak so that the shim links without it.
+extern "C" int sluice_prepare_driver_environment(void) __attribute__((weak));
 
 namespace sluice::shim::preload {
 
@@ -22,6 +27,17 @@ CUresult no_driver(Runtime* rt, Sym sym) noexcept {
 }
 
 CUresult init(Runtime& rt, decltype(DriverApi::cuInit) fn, unsigned flags) {
+  // The driver reads CUDA_MPS_PIPE_DIRECTORY when it initializes, so sluiced's MPS pipe directory
+  // (mps mode) must be in the environment before the real cuInit: one bounded round trip to the
+  // daemon, once per process, only when the gate follows the daemon.
+  static std::once_flag environment_once;
+  std::call_once(environment_once, [] {
+    const char* gate = std::getenv("SLUICE_GATE");
+    if (sluice_prepare_driver_environment != nullptr &&
+        (gate == nullptr || *gate == '\0' || std::strcmp(gate, "daemon") == 0)) {
+      sluice_prepare_driver_environment();
+    }
+  });
   const CUresult result = fn(flags);
   if (result == CUDA_SUCCESS) select_gate(rt);
   return result;
