@@ -167,9 +167,17 @@ class Sluiced:
                    SLUICE_SOCKET=str(self.socket), SLUICE_STATS_FILE=str(stats))
         if role == "be":
             env["SLUICE_CLASS"] = "be"
-        if self.mps:
-            env["CUDA_MPS_PIPE_DIRECTORY"] = str(self.dir / "mps" / "pipe")
+        # No CUDA_MPS_PIPE_DIRECTORY: in mps mode the shim takes sluiced's before the driver starts.
+        env.pop("CUDA_MPS_PIPE_DIRECTORY", None)
         return env
+
+    def mps_servers(self, mps_control):
+        """The MPS control daemon's server list: non-empty once clients run under sluiced's MPS."""
+        if not self.mps:
+            return None
+        p = subprocess.run([mps_control], input="get_server_list\n", capture_output=True, text=True, timeout=10,
+                           env=dict(os.environ, CUDA_MPS_PIPE_DIRECTORY=str(self.dir / "mps" / "pipe")))
+        return p.stdout.split()
 
     def __exit__(self, *exc):
         self.proc.terminate()
@@ -192,7 +200,8 @@ def measure_sluice(binary, build, mode, samples, work, log, mps_control):
                                   stderr=subprocess.PIPE, text=True)
             rt = run_json([binary, "rt", "--sync", str(sync), "--samples", str(samples)],
                           daemon.env("rt", stats["rt"]))
-            view = {"status": daemon.ctl("status"), "ps": daemon.ctl("ps")}
+            view = {"status": daemon.ctl("status"), "ps": daemon.ctl("ps"),
+                    "mps_servers": daemon.mps_servers(mps_control)}
             try:
                 out, err = be.communicate(timeout=120)
                 lines = [l for l in out.splitlines() if l.startswith("{")]
