@@ -35,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -198,10 +199,20 @@ def measure_sluice(binary, build, mode, samples, work, log, mps_control):
             be = subprocess.Popen([binary, "be", "--sync", str(sync), "--block-us", str(block)],
                                   env=daemon.env("be", stats["be"]), stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)
+            # What sluicectl shows while both run, every 250 ms.
+            views, done = [], threading.Event()
+
+            def watch():
+                while not done.wait(0.25):
+                    views.append({"t": time.monotonic(), "status": daemon.ctl("status"), "ps": daemon.ctl("ps")})
+
+            watcher = threading.Thread(target=watch)
+            watcher.start()
             rt = run_json([binary, "rt", "--sync", str(sync), "--samples", str(samples)],
                           daemon.env("rt", stats["rt"]))
-            view = {"status": daemon.ctl("status"), "ps": daemon.ctl("ps"),
-                    "mps_servers": daemon.mps_servers(mps_control)}
+            done.set()
+            watcher.join()
+            view = {"during_run": views, "mps_servers": daemon.mps_servers(mps_control)}
             try:
                 out, err = be.communicate(timeout=120)
                 lines = [l for l in out.splitlines() if l.startswith("{")]
