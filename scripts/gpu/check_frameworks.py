@@ -6,6 +6,8 @@ Runs each workload in a fresh process, several times:
   baseline2   without the shim again (proves the workload itself is deterministic)
   open        LD_PRELOAD=libsluice.so, gate open
   toggle      LD_PRELOAD=libsluice.so, gate shut and reopened every few milliseconds
+  route       the same, and every second period all work moves to a green context of --route-sms SMs
+              and back (the ordering edges of every route change)
 and compares every output (loss values, logits, arrays) bit for bit with the baseline. It also reads
 the shim's statistics file (SLUICE_STATS_FILE) to report how many launches, copies and module loads
 sluice saw and how many calls went through unmanaged launch paths.
@@ -171,7 +173,7 @@ def digest(path: Path) -> dict:
                                   str(data[k].shape).encode()).hexdigest() for k in sorted(data.files)}
 
 
-def run_case(case: str, mode: str, shim: str, work: Path, toggle_ms: int) -> dict:
+def run_case(case: str, mode: str, shim: str, work: Path, toggle_ms: int, route_sms: int) -> dict:
     dump = work / f"{case}.{mode}.npz"
     stats = work / f"{case}.{mode}.stats.json"
     env = dict(os.environ)
@@ -179,10 +181,11 @@ def run_case(case: str, mode: str, shim: str, work: Path, toggle_ms: int) -> dic
     env["TORCHINDUCTOR_CACHE_DIR"] = str(work / "inductor")
     env["TRITON_CACHE_DIR"] = str(work / "triton")
     env["CUPY_CACHE_DIR"] = str(work / "cupy")
-    if mode in ("open", "toggle"):
+    if mode in ("open", "toggle", "route"):
         env["LD_PRELOAD"] = shim
         env["SLUICE_STATS_FILE"] = str(stats)
-        env["SLUICE_GATE"] = "open" if mode == "open" else f"toggle:{toggle_ms}"
+        env["SLUICE_GATE"] = {"open": "open", "toggle": f"toggle:{toggle_ms}",
+                              "route": f"toggle:{toggle_ms}:{route_sms}"}[mode]
     start = time.monotonic()
     proc = subprocess.run([sys.executable, __file__, "--worker", case, "--dump", str(dump)],
                           env=env, capture_output=True, text=True, timeout=600)
@@ -215,6 +218,8 @@ def main() -> int:
     parser.add_argument("--out", default=".")
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--toggle-ms", type=int, default=2)
+    parser.add_argument("--route-sms", type=int, default=64,
+                        help="SMs of the partition the route mode moves work to and from")
     args = parser.parse_args()
     if args.worker:
         run_worker(args.worker, args.dump)
@@ -227,10 +232,10 @@ def main() -> int:
     out = Path(args.out)
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
-    report = {"shim": shim, "toggle_ms": args.toggle_ms, "cases": {}}
+    report = {"shim": shim, "toggle_ms": args.toggle_ms, "route_sms": args.route_sms, "cases": {}}
     for case in args.cases.split(","):
-        runs = {mode: run_case(case, mode, shim, work, args.toggle_ms)
-                for mode in ("baseline", "baseline2", "open", "toggle")}
+        runs = {mode: run_case(case, mode, shim, work, args.toggle_ms, args.route_sms)
+                for mode in ("baseline", "baseline2", "open", "toggle", "route")}
         base = runs["baseline"].get("digest")
         verdict = {}
         for mode, run in runs.items():
@@ -248,16 +253,22 @@ def main() -> int:
     report["unmanaged_total"] = unmanaged
     (out / "frameworks.json").write_text(json.dumps(report, indent=2))
 
-    lines = ["| workload | baseline twice | shim, gate open | shim, gate toggling | launches | copies | "
-             "module loads | held (toggle) | unmanaged |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"Gate toggling: shut and reopened every {args.toggle_ms} ms. Routed: the same, and every "
+             f"second period the work moves to a green context of {args.route_sms} SMs and back.", "",
+             "| workload | baseline twice | shim, gate open | shim, gate toggling | shim, toggling + routed | "
+             "launches | copies | module loads | held (toggle) | routed ops / route switches | unmanaged |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for case, c in report["cases"].items():
         s_open = summarize_stats(c["runs"]["open"].get("stats"))
         s_tog = summarize_stats(c["runs"]["toggle"].get("stats"))
+        routing = (c["runs"]["route"].get("stats") or {}).get("routing", {})
+        unmanaged_cells = "/".join(str(summarize_stats(c["runs"][m].get("stats")).get("unmanaged_total", "?"))
+                                   for m in ("open", "toggle", "route"))
         lines.append(f"| {case} | {c['verdict']['baseline2']} | {c['verdict']['open']} | "
-                     f"{c['verdict']['toggle']} | {s_open.get('launches', '?')} | "
+                     f"{c['verdict']['toggle']} | {c['verdict']['route']} | {s_open.get('launches', '?')} | "
                      f"{s_open.get('copies', '?')} | {s_open.get('module_loads', '?')} | "
-                     f"{s_tog.get('held', '?')} | {s_open.get('unmanaged_total', '?')}/"
-                     f"{s_tog.get('unmanaged_total', '?')} |")
+                     f"{s_tog.get('held', '?')} | {routing.get('routed_ops', '?')} / "
+                     f"{routing.get('route_switches', '?')} | {unmanaged_cells} |")
     (out / "frameworks.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0 if all_identical and unmanaged == 0 else 1

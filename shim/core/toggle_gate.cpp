@@ -4,8 +4,11 @@
 
 namespace sluice::shim {
 
-ToggleGate::ToggleGate(GateListener& listener, std::uint64_t period_ns)
-    : listener_(listener), period_ns_(period_ns), thread_([this] { run(); }) {}
+ToggleGate::ToggleGate(GateListener& listener, std::uint64_t period_ns, std::uint32_t partition_sms)
+    : listener_(listener),
+      period_ns_(period_ns),
+      partition_sms_(partition_sms),
+      thread_([this] { run(); }) {}
 
 ToggleGate::~ToggleGate() {
   {
@@ -22,7 +25,7 @@ void ToggleGate::run() {
     if (cv_.wait_for(lock, std::chrono::nanoseconds(period_ns_), [this] { return stopping_; }))
       return;
     open_.store(!open_.load(std::memory_order_relaxed), std::memory_order_release);
-    flips_.fetch_add(1, std::memory_order_relaxed);
+    flips_.fetch_add(1, std::memory_order_release);
     lock.unlock();
     listener_.gate_changed();
     lock.lock();

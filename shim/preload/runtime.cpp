@@ -116,12 +116,18 @@ void select_gate(Runtime& rt) noexcept {
     if (spec == "open") {
       // the engine's own open gate
     } else if (spec.rfind("toggle:", 0) == 0) {
-      std::uint64_t ms = std::strtoull(spec.c_str() + 7, nullptr, 10);
-      if (ms == 0) {
-        log::warn("SLUICE_GATE='{}': expected toggle:<milliseconds>; using toggle:5", spec);
+      // toggle:<ms> or toggle:<ms>:<partition SMs>
+      char* end = nullptr;
+      std::uint64_t ms = std::strtoull(spec.c_str() + 7, &end, 10);
+      std::uint64_t sms = 0;
+      if (end != nullptr && *end == ':') sms = std::strtoull(end + 1, &end, 10);
+      if (ms == 0 || end == nullptr || *end != '\0' || sms > 4096 || sms % 8 != 0) {
+        log::warn("SLUICE_GATE='{}': expected toggle:<milliseconds>[:<SMs, a multiple of 8>]; "
+                  "using toggle:5", spec);
         ms = 5;
+        sms = 0;
       }
-      gate = std::make_unique<ToggleGate>(*rt.engine, ms * 1000000);
+      gate = std::make_unique<ToggleGate>(*rt.engine, ms * 1000000, static_cast<std::uint32_t>(sms));
     } else if (spec == "daemon") {
       if (&make_daemon_gate == nullptr) {
         log::info("this libsluice.so has no daemon client; the gate stays open");
@@ -131,7 +137,7 @@ void select_gate(Runtime& rt) noexcept {
         if (!gate) log::warn("no daemon gate; the gate stays open");
       }
     } else {
-      log::warn("SLUICE_GATE='{}' is not one of daemon, open, toggle:<ms>; the gate stays open",
+      log::warn("SLUICE_GATE='{}' is not one of daemon, open, toggle:<ms>[:<SMs>]; the gate stays open",
                 spec);
     }
     rt.engine->set_gate(gate.get());

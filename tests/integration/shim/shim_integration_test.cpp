@@ -171,6 +171,21 @@ TEST_F(ShimIntegration, LinkedProgramGetsTheSameResultsWhileTheGateToggles) {
   EXPECT_GT(held, 0);
 }
 
+TEST_F(ShimIntegration, LinkedProgramGetsTheSameResultsWhileTheGateTogglesAndRoutes) {
+  // toggle:1:16 moves work between the full GPU and a 16-SM green context every second flip;
+  // the results must not change, and some work must have gone through a partition.
+  std::uint64_t routed = 0;
+  for (int attempt = 0; attempt < 5 && routed == 0; ++attempt) {
+    const auto s = through(SLUICE_IT_CLIENT, "workload", {{"SLUICE_GATE", "toggle:1:16"}});
+    ASSERT_FALSE(s.empty());
+    EXPECT_EQ(s["launches"], kWorkloadLaunches);
+    EXPECT_EQ(s["unmanaged_total"], 0);
+    EXPECT_EQ(s["routing"]["route_failures"], 0);
+    routed = s["routing"]["routed_ops"].get<std::uint64_t>();
+  }
+  EXPECT_GT(routed, 0u);
+}
+
 TEST_F(ShimIntegration, PerThreadDefaultStreamProgramGetsTheSameResults) {
   const Result baseline = run({SLUICE_IT_CLIENT_PTDS, "workload"}, {});
   ASSERT_EQ(baseline.status, 0) << baseline.err;

@@ -144,6 +144,26 @@ TEST(ToggleGate, FlipsOnItsPeriodAndTellsTheListener) {
   EXPECT_GE(listener.calls.load(), 3);
 }
 
+TEST(ToggleGate, WithAPartitionRoutesEverySecondFlip) {
+  CountingListener listener;
+  ToggleGate plain(listener, 1'000'000);
+  EXPECT_EQ(plain.needs() & kNeedRoute, 0u);
+  ToggleGate gate(listener, 1'000'000, 16);
+  EXPECT_NE(gate.needs() & kNeedRoute, 0u);
+  bool saw_full = false, saw_partition = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!(saw_full && saw_partition) && std::chrono::steady_clock::now() < deadline) {
+    const std::uint64_t before = gate.flips();
+    const std::uint32_t sms = gate.route_sms(OpDesc{});
+    if (gate.flips() != before) continue;  // flipped while asked: the answer may be either
+    EXPECT_EQ(sms, (before / 2) % 2 == 1 ? 16u : 0u) << "after " << before << " flips";
+    (sms == 0 ? saw_full : saw_partition) = true;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  EXPECT_TRUE(saw_full);
+  EXPECT_TRUE(saw_partition);
+}
+
 TEST(HandleMap, FindsWhatItInsertedAndSpillsWhenFull) {
   HandleMap<int> map(16);
   std::vector<int*> values;
