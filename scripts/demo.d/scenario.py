@@ -273,8 +273,12 @@ def check(report, tolerance_us):
     """
     be_kernel = report["be_kernel_us"]
     strict = BUDGET_US + be_kernel
-    without = report["without"]["rt"]["device_wait_us"]
-    with_ = report["with"]["rt"]["device_wait_us"]
+    # On the fake GPU, events see RT queue behind BE (one grid at a time). On a real GPU the
+    # processes' contexts time-slice and RT's own events do not see the wait for the slice: the
+    # host clock does.
+    key = "wait_us" if report.get("mode") == "gpu" else "device_wait_us"
+    without = report["without"]["rt"][key]
+    with_ = report["with"]["rt"][key]
     if tolerance_us is None:
         tolerance_us = be_kernel
     failures = []
@@ -338,7 +342,8 @@ def main():
                     f"{m['date']}; `scripts/demo.d/scenario.py --duration {args.duration:g}`\n\n")
             f.write(table(report) + "\n\n")
             c = report["check"]
-            f.write(f"RT p99 wait (events) with sluice <= BE budget + one BE kernel ({ms(c['strict_bound_us'])}): "
+            clock = "host clock" if report["mode"] == "gpu" else "events"
+            f.write(f"RT p99 wait ({clock}) with sluice <= BE budget + one BE kernel ({ms(c['strict_bound_us'])}): "
                     f"{'met' if c['strict_bound_met'] else 'not met'}.\n")
             if in_flight_row(report):
                 f.write(f"BE work in flight at RT launches with sluice (fake driver trace): {in_flight_row(report)}.\n")
