@@ -243,6 +243,32 @@ class DaemonGate final : public ClientGate {
                                                                        : shim::StreamClass::be;
   }
 
+  std::uint64_t predicted_ns(const OpDesc& op) const noexcept override {
+    if (link_.load(std::memory_order_relaxed) != LinkState::connected || forked()) return 0;
+    std::uint64_t identity = 0, work = 0;
+    return predict(op, identity, work);
+  }
+
+  // Kept for the life of the gate: every (re)connection tells sluiced again.
+  void register_kill_word(std::int32_t device, const CUipcMemHandle& handle,
+                          std::uint64_t offset) noexcept override {
+    if (device < 0 || device >= kClientDevices) return;
+    protocol::KillWordMsg msg{};
+    msg.type = static_cast<std::uint16_t>(protocol::MsgType::kill_word);
+    msg.device = static_cast<std::int16_t>(device);
+    msg.offset = offset;
+    static_assert(sizeof(msg.ipc_handle) == sizeof(handle.reserved));
+    std::memcpy(msg.ipc_handle, handle.reserved, sizeof(msg.ipc_handle));
+    try {
+      std::lock_guard lock(kill_mu_);
+      kill_words_.push_back(msg);
+    } catch (...) {
+      return;
+    }
+    Connection* c = conn_.load(std::memory_order_acquire);
+    if (c != nullptr && link_.load(std::memory_order_relaxed) == LinkState::connected) push(*c, msg);
+  }
+
   ClientState state() const override {
     ClientState s;
     Connection* c = conn_.load(std::memory_order_acquire);
@@ -475,8 +501,18 @@ class DaemonGate final : public ClientGate {
     log::info("connected to sluiced at {} as {} ({}), client {}", c->socket_path,
               protocol::class_name(cls_.load()), c->rule, c->client_id);
     send_status(*c, 0, Progress{});  // acknowledges the first decisions
+    send_kill_words(*c);
     env_.listener.gate_changed();
     return true;
+  }
+
+  void send_kill_words(Connection& c) {
+    std::vector<protocol::KillWordMsg> words;
+    {
+      std::lock_guard lock(kill_mu_);
+      words = kill_words_;
+    }
+    for (const auto& msg : words) push(c, msg);
   }
 
   void lose_connection(Connection& c) {
@@ -649,6 +685,9 @@ class DaemonGate final : public ClientGate {
   std::mutex push_mu_;  // one producer at a time on the ring to sluiced; process-local
   std::vector<std::unique_ptr<Connection>> connections_;  // guarded by push_mu_; kept until exit
   std::unordered_set<std::uint64_t> named_;               // guarded by push_mu_
+
+  std::mutex kill_mu_;
+  std::vector<protocol::KillWordMsg> kill_words_;  // guarded by kill_mu_; one per device
 
   std::mutex held_mu_;
   std::set<std::uint64_t> held_seqs_;  // guarded by held_mu_

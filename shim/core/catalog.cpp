@@ -134,15 +134,19 @@ void image_unloaded(EngineData& data, const void* owner) {
 
 void Engine::module_loaded(CUmodule module, const void* image, std::size_t size) {
   image_loaded(*data_, stats_, module, image, size);
+  if (data_->twins) data_->twins->module_loaded(module, image, size);
 }
 void Engine::library_loaded(CUlibrary library, const void* image, std::size_t size) {
   image_loaded(*data_, stats_, library, image, size);
+  if (data_->twins) data_->twins->module_loaded(library, image, size);
 }
 void Engine::module_unloaded(CUmodule module) {
   image_unloaded(*data_, module);
+  if (data_->twins) data_->twins->module_unloaded(module);
 }
 void Engine::library_unloaded(CUlibrary library) {
   image_unloaded(*data_, library);
+  if (data_->twins) data_->twins->module_unloaded(library);
 }
 
 }  // namespace sluice::shim

@@ -54,6 +54,7 @@ Engine::Engine(const DriverApi& driver, EngineOptions options)
   legacy.legacy = true;
   legacy.handle = CU_STREAM_LEGACY;
   legacy.registered.store(true, std::memory_order_release);
+  if (options_.kill.enabled) data_->twins = std::make_unique<Twins>(driver_, options_.kill, stats_);
 }
 
 Engine::~Engine() {

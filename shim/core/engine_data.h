@@ -21,6 +21,7 @@
 
 #include "sluice/shim/engine.h"
 #include "sluice/shim/handle_map.h"
+#include "twins.h"
 
 namespace sluice::shim {
 
@@ -170,6 +171,9 @@ struct EngineData {
   std::mutex routed_mu;
   std::vector<StreamState*> routed;  // streams that have mirrors (guarded by routed_mu)
   std::atomic<bool> route_failure_logged{false};
+
+  // Kill in the client; null unless EngineOptions::kill.enabled.
+  std::unique_ptr<Twins> twins;
 };
 
 // The streams with held calls now.

@@ -80,26 +80,41 @@ std::vector<Engine::FunctionChange> Engine::function_changes(CUfunction func) {
   return out;
 }
 
+namespace {
+// Runs the application's change; when it went through, the kernel's twin (if any) gets it too.
+CUresult changed_with_twin(Twins* twins, CUfunction func, Engine::FunctionChange change,
+                           FunctionRef<CUresult()> call) {
+  const CUresult result = call();
+  if (result == CUDA_SUCCESS && twins != nullptr) twins->function_changed(func, change);
+  return result;
+}
+}  // namespace
+
 CUresult Engine::change_function(CUfunction func, FunctionChange change,
                                  FunctionRef<CUresult()> call) {
   if (func == nullptr) return call();
   KernelRecord& record = *data_->kernels.find_or_insert(func, [](KernelRecord&) {});
+  auto with_twin = [&] { return changed_with_twin(data_->twins.get(), func, change, call); };
   return change_state(record, change, [&](int& value) {
     return driver_.cuFuncGetAttribute != nullptr &&
            driver_.cuFuncGetAttribute(&value, static_cast<CUfunction_attribute>(change.attribute),
                                       func) == CUDA_SUCCESS;
-  }, call);
+  }, with_twin);
 }
 
 CUresult Engine::change_kernel(CUkernel kernel, CUdevice device, FunctionChange change,
                                FunctionRef<CUresult()> call) {
   if (kernel == nullptr) return call();
   KernelRecord& record = *data_->kernels.find_or_insert(kernel, [](KernelRecord&) {});
+  // Launches may name the CUkernel itself: its twin takes the change too.
+  auto with_twin = [&] {
+    return changed_with_twin(data_->twins.get(), reinterpret_cast<CUfunction>(kernel), change, call);
+  };
   return change_state(record, change, [&](int& value) {
     return driver_.cuKernelGetAttribute != nullptr &&
            driver_.cuKernelGetAttribute(&value, static_cast<CUfunction_attribute>(change.attribute),
                                         kernel, device) == CUDA_SUCCESS;
-  }, call);
+  }, with_twin);
 }
 
 CUresult Engine::change_state(KernelRecord& record, FunctionChange change,

@@ -49,27 +49,16 @@ class KernelArgs {
 
   bool capture_extra(void** extra) {
     const void* buffer = nullptr;
-    const std::size_t* size = nullptr;
-    for (std::size_t i = 0;; i += 2) {
-      const auto key = reinterpret_cast<std::uintptr_t>(extra[i]);
-      if (key == CU_LAUNCH_PARAM_END_AS_INT) break;
-      if (key == CU_LAUNCH_PARAM_BUFFER_POINTER_AS_INT) {
-        buffer = extra[i + 1];
-      } else if (key == CU_LAUNCH_PARAM_BUFFER_SIZE_AS_INT) {
-        size = static_cast<const std::size_t*>(extra[i + 1]);
-      } else {
-        return false;  // a key this build does not know how to copy
-      }
-    }
-    if (buffer == nullptr || size == nullptr) return false;
+    std::size_t bytes = 0;
+    if (!extra_buffer(extra, buffer, bytes)) return false;
     // [extra array of 5 pointers][the size][the buffer]
     constexpr std::size_t kHeader = align_up(5 * sizeof(void*) + sizeof(std::size_t));
-    storage_ = std::make_unique<std::byte[]>(kHeader + *size);
+    storage_ = std::make_unique<std::byte[]>(kHeader + bytes);
     extra_ = reinterpret_cast<void**>(storage_.get());
     auto* size_copy = reinterpret_cast<std::size_t*>(storage_.get() + 5 * sizeof(void*));
-    *size_copy = *size;
+    *size_copy = bytes;
     std::byte* data = storage_.get() + kHeader;
-    std::memcpy(data, buffer, *size);
+    std::memcpy(data, buffer, bytes);
     extra_[0] = reinterpret_cast<void*>(std::uintptr_t{CU_LAUNCH_PARAM_BUFFER_POINTER_AS_INT});
     extra_[1] = data;
     extra_[2] = reinterpret_cast<void*>(std::uintptr_t{CU_LAUNCH_PARAM_BUFFER_SIZE_AS_INT});
@@ -100,6 +89,50 @@ OpDesc kernel_desc(CUfunction f, unsigned grid_x, unsigned grid_y, unsigned grid
 
 }  // namespace
 
+// Kill in the client: which launches go out as twin + wait + twin (docs/architecture.md).
+std::shared_ptr<TwinLaunch> Engine::twin_launch(StreamAbi abi, const OpDesc& desc, CUstream stream,
+                                                void** params, void** extra) {
+  Twins* twins = data_->twins.get();
+  if (twins == nullptr || desc.cooperative || desc.records_event || capture_active()) return {};
+  // The per-thread default stream of another entry point family: not ours to name.
+  if (stream == CU_STREAM_PER_THREAD || (abi == StreamAbi::per_thread && stream == nullptr))
+    return {};
+  Gate& g = gate();
+  if (g.stream_class() == StreamClass::rt) return {};
+  if (!twins->long_enough(desc.func, g.predicted_ns(desc))) return {};
+  const KernelInfo* info = find(desc.func);
+  KernelRecord* record = info != nullptr ? data_->kernels.find(desc.func) : nullptr;
+  const void* owner = record != nullptr ? record->owner.load(std::memory_order_relaxed) : nullptr;
+  if (owner == nullptr) return {};
+  auto function = twins->twin_of(desc.func, owner, info->name, function_changes(desc.func), g);
+  if (!function) return {};
+  const ParamLayout* layout = params != nullptr ? param_layout(desc.func) : nullptr;
+  if (params != nullptr && (layout == nullptr || !layout->known)) return {};
+  auto launch = TwinLaunch::make(*twins, *function, desc, layout != nullptr ? &layout->sizes : nullptr,
+                                 params, extra);
+  if (!launch) return {};
+  return std::make_shared<TwinLaunch>(std::move(*launch));
+}
+
+// Submits a launch, or its twin form when twin_launch() gives one: the original (`now`, `held`)
+// stays the fallback of every twin launch that fails before it started.
+template <typename Now, typename Held>
+CUresult Engine::submit_launch(StreamAbi abi, CUstream stream, const OpDesc& desc, void** params,
+                               void** extra, Now& now, Held& held) {
+  std::shared_ptr<TwinLaunch> twin;
+  if (data_->twins != nullptr) twin = twin_launch(abi, desc, stream, params, extra);
+  if (!twin) return submit(Call{abi, stream, desc, nullptr, false, now, held});
+  auto twin_now = [&](CUstream s) { return twin->run(s, now); };
+  auto twin_held = [&]() -> SubmitFn {
+    SubmitFn original = held();
+    if (!original) return {};
+    return [twin, original = std::move(original)](CUstream s) mutable {
+      return twin->run(s, original);
+    };
+  };
+  return submit(Call{abi, stream, desc, nullptr, false, twin_now, twin_held});
+}
+
 CUresult Engine::launch_kernel(StreamAbi abi, LaunchKernelFn fn, CUfunction f, unsigned grid_x,
                                unsigned grid_y, unsigned grid_z, unsigned block_x, unsigned block_y,
                                unsigned block_z, unsigned shared_bytes, CUstream stream,
@@ -118,7 +151,7 @@ CUresult Engine::launch_kernel(StreamAbi abi, LaunchKernelFn fn, CUfunction f, u
   };
   const OpDesc desc =
       kernel_desc(f, grid_x, grid_y, grid_z, block_x, block_y, block_z, shared_bytes);
-  return submit(Call{abi, stream, desc, nullptr, false, now, held});
+  return submit_launch(abi, stream, desc, params, extra, now, held);
 }
 
 CUresult Engine::launch_cooperative_kernel(StreamAbi abi, LaunchCooperativeFn fn, CUfunction f,
@@ -181,6 +214,9 @@ CUresult Engine::launch_kernel_ex(StreamAbi abi, LaunchKernelExFn fn, const CUla
       return fn(&routed, f, args.params(), args.extra());
     };
   };
+  // Only plain launches have twins: attributes (clusters, priorities, programmatic launches) might
+  // not mean the same for three operations.
+  if (config->numAttrs == 0) return submit_launch(abi, config->hStream, desc, params, extra, now, held);
   return submit(Call{abi, config->hStream, desc, nullptr, false, now, held});
 }
 

@@ -10,9 +10,11 @@ add_library(sluice_core STATIC
   core/stats.cpp
   core/toggle_gate.cpp
   core/module_image.cpp
+  core/kill.cpp
+  core/twins.cpp
 )
 target_include_directories(sluice_core PUBLIC include PRIVATE core)
 target_link_libraries(sluice_core
   PUBLIC sluice_driver_api sluice_common Threads::Threads
-  PRIVATE nlohmann_json::nlohmann_json)
+  PRIVATE sluice_ptx nlohmann_json::nlohmann_json)
 sluice_warnings(sluice_core)

@@ -81,6 +81,11 @@ StatsSnapshot Stats::snapshot() const {
   s.mirror_streams = mirror_streams_.load(std::memory_order_relaxed);
   s.priority_overrides = priority_overrides_.load(std::memory_order_relaxed);
   s.module_loads = module_loads_.load(std::memory_order_relaxed);
+  s.twins_built = twins_built_.load(std::memory_order_relaxed);
+  s.twins_cached = twins_cached_.load(std::memory_order_relaxed);
+  s.twin_launches = twin_launches_.load(std::memory_order_relaxed);
+  s.twin_failures = twin_failures_.load(std::memory_order_relaxed);
+  s.kill_word_registered = kill_words_.load(std::memory_order_relaxed);
   s.proc_queries = proc_queries_.load(std::memory_order_relaxed);
   s.proc_unknown = proc_unknown_.load(std::memory_order_relaxed);
   s.export_tables = export_tables_.load(std::memory_order_relaxed);
@@ -135,6 +140,12 @@ std::string Stats::to_json(std::string_view gate) const {
         {"partitions", s.partitions},
         {"mirror_streams", s.mirror_streams}}},
       {"priority_overrides", s.priority_overrides},
+      {"kill",
+       {{"twins_built", s.twins_built},
+        {"twins_cached", s.twins_cached},
+        {"twin_launches", s.twin_launches},
+        {"twin_failures", s.twin_failures},
+        {"kill_word_registered", s.kill_word_registered}}},
   };
   return out.dump(2) + "\n";
 }

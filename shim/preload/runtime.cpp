@@ -40,6 +40,7 @@ EngineOptions engine_options() {
   } else {
     log::warn("{}; using {} ms", max_hold_ms.error().message, options.max_hold_ns / 1000000);
   }
+  options.kill = kill_options_from_environment();
   return options;
 }
 

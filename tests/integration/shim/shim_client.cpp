@@ -347,13 +347,18 @@ void check_proc_address_rows() {
   CHECK(fn == nullptr && status == CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT);
 }
 
-void unmanaged_calls() {
+// Initializes the driver and makes device 0's primary context current.
+void make_primary_current() {
   CUdevice device = 0;
   CUcontext ctx = nullptr;
   CU(cuInit(0));
   CU(cuDeviceGet(&device, 0));
   CU(cuDevicePrimaryCtxRetain(&ctx, device));
   CU(cuCtxSetCurrent(ctx));
+}
+
+void unmanaged_calls() {
+  make_primary_current();
   CUdeviceptr managed = 0;
   CU(cuMemAllocManaged(&managed, 4096, CU_MEM_ATTACH_GLOBAL));
   CUstream s = nullptr;
@@ -362,6 +367,38 @@ void unmanaged_calls() {
   CU(cuStreamSynchronize(s));
   CU(cuStreamDestroy(s));
   CU(cuMemFree(managed));
+}
+
+// Loads the PTX module in `path` and launches its kernel `name` (the fake runs PTX kernels as
+// no-ops) ten times on one stream, with zeroed arguments of the sizes the driver reports.
+void ptx_launches(const char* path, const char* name) {
+  std::FILE* file = std::fopen(path, "rb");
+  CHECK(file != nullptr);
+  if (file == nullptr) return;
+  std::string text;
+  char chunk[4096];
+  for (std::size_t n; (n = std::fread(chunk, 1, sizeof chunk, file)) > 0;) text.append(chunk, n);
+  std::fclose(file);
+  make_primary_current();
+  CUmodule module = nullptr;
+  CU(cuModuleLoadData(&module, text.c_str()));
+  CUfunction func = nullptr;
+  CU(cuModuleGetFunction(&func, module, name));
+  std::vector<std::uint64_t> storage;
+  std::vector<void*> params;
+  for (std::size_t index = 0;; ++index) {
+    std::size_t offset = 0;
+    std::size_t size = 0;
+    if (cuFuncGetParamInfo(func, index, &offset, &size) != CUDA_SUCCESS) break;
+    storage.push_back(0);
+  }
+  for (std::uint64_t& slot : storage) params.push_back(&slot);
+  CUstream s = nullptr;
+  CU(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING));
+  for (int i = 0; i < 10; ++i) CU(cuLaunchKernel(func, 8, 1, 1, 128, 1, 1, 0, s, params.data(), nullptr));
+  CU(cuStreamSynchronize(s));
+  CU(cuStreamDestroy(s));
+  CU(cuModuleUnload(module));
 }
 
 }  // namespace
@@ -389,6 +426,8 @@ int main(int argc, char** argv) {
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   } else if (mode == "unmanaged") {
     unmanaged_calls();
+  } else if (mode == "ptx" && argc > 3) {
+    ptx_launches(argv[2], argv[3]);
   } else {
     std::fprintf(stderr, "shim_client: unknown mode '%s'\n", mode.c_str());
     return 2;

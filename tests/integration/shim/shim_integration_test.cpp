@@ -10,6 +10,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -252,6 +253,51 @@ TEST_F(ShimIntegration, UnmanagedEntryPointsAreCountedPerSymbol) {
   ASSERT_FALSE(s.empty());
   EXPECT_EQ(s["unmanaged_total"], 3);
   EXPECT_EQ(s["unmanaged"]["cuStreamAttachMemAsync"], 3);
+}
+
+// SLUICE_KILL=1: launches of a PTX kernel go out as its instrumented twin; the twin is cached under
+// $XDG_CACHE_HOME/sluice/twins and the next process reads it from there; without SLUICE_KILL
+// nothing changes.
+TEST_F(ShimIntegration, KillTwinsAreBuiltCachedAndReusedByTheNextProcess) {
+  const std::string cache = scratch("xdg-cache");
+  std::filesystem::remove_all(cache);
+  const std::string ptx = std::string(SLUICE_IT_PTX_DIR) + "/add_kernel.ptx";
+  auto kill_run = [&](Env env) {
+    const std::string stats_path = scratch("kill.json");
+    std::remove(stats_path.c_str());
+    env["SLUICE_STATS_FILE"] = stats_path;
+    env["XDG_CACHE_HOME"] = cache;
+    const Result r = run({SLUICE_IT_CLIENT, "ptx", ptx, "add_kernel"}, through_shim(env));
+    EXPECT_EQ(r.status, 0) << r.err;
+    auto s = stats(stats_path);
+    std::remove(stats_path.c_str());
+    return s;
+  };
+  const auto off = kill_run({});
+  ASSERT_FALSE(off.empty());
+  EXPECT_EQ(off["launches"], 10);
+  EXPECT_EQ(off["kill"]["twin_launches"], 0);
+  EXPECT_FALSE(std::filesystem::exists(cache));
+
+  const auto first = kill_run({{"SLUICE_KILL", "1"}, {"SLUICE_KILL_MIN_US", "0"}});
+  ASSERT_FALSE(first.empty());
+  EXPECT_EQ(first["kill"]["twins_built"], 1);
+  EXPECT_EQ(first["kill"]["twin_launches"], 10);
+  EXPECT_EQ(first["kill"]["twin_failures"], 0);
+  EXPECT_EQ(first["kill"]["kill_word_registered"], 1);
+  EXPECT_TRUE(std::filesystem::is_directory(cache + "/sluice/twins"));
+
+  const auto second = kill_run({{"SLUICE_KILL", "1"}, {"SLUICE_KILL_MIN_US", "0"}});
+  ASSERT_FALSE(second.empty());
+  EXPECT_EQ(second["kill"]["twins_built"], 0);
+  EXPECT_EQ(second["kill"]["twins_cached"], 1);
+  EXPECT_EQ(second["kill"]["twin_launches"], 10);
+
+  // No daemon, default threshold: the kernel counts as long from its 8th launch.
+  const auto unpredicted = kill_run({{"SLUICE_KILL", "1"}});
+  ASSERT_FALSE(unpredicted.empty());
+  EXPECT_EQ(unpredicted["kill"]["twin_launches"], 3);
+  std::filesystem::remove_all(cache);
 }
 
 TEST_F(ShimIntegration, RealCudartGoesAsFarThroughTheShimAsWithoutIt) {

@@ -51,6 +51,7 @@
 #include "sluice/shim/driver_api.h"
 #include "sluice/shim/function_ref.h"
 #include "sluice/shim/gate.h"
+#include "sluice/shim/kill.h"
 #include "sluice/shim/stats.h"
 #include "sluice/shim/unique_function.h"
 
@@ -70,6 +71,9 @@ struct EngineOptions {
   // contexts_changed()), as the preloaded shim does: the engine then caches each thread's context
   // and device instead of asking the driver on calls that need them.
   bool context_switches_reported = false;
+  // Kill in the client (SLUICE_KILL): long best-effort launches of kernels with PTX go out as their
+  // instrumented twin, twice, around a stream wait on the kill word (sluice/shim/kill.h).
+  KillOptions kill;
 };
 
 // What a held call runs when it is released: the driver call on the given stream. The stream is
@@ -95,6 +99,7 @@ struct HeldOp;
 struct EngineData;
 struct ParamLayout;
 struct KernelRecord;
+class TwinLaunch;
 
 class Engine final : public GateListener, public KernelCatalog {
  public:
@@ -283,6 +288,13 @@ class Engine final : public GateListener, public KernelCatalog {
   CUresult copy_struct(StreamAbi abi, Fn fn, const Copy* copy, std::uint64_t bytes,
                        CUstream stream);
   const ParamLayout* param_layout(CUfunction func);
+  // Kill in the client (core/twins.cpp): the launch as twin + wait + twin, or nullptr when the
+  // original must go (kill off, RT class, capture, cooperative, no twin, short kernel).
+  std::shared_ptr<TwinLaunch> twin_launch(StreamAbi abi, const OpDesc& desc, CUstream stream,
+                                          void** params, void** extra);
+  template <typename Now, typename Held>
+  CUresult submit_launch(StreamAbi abi, CUstream stream, const OpDesc& desc, void** params,
+                         void** extra, Now& now, Held& held);
   CUresult take_deferred_error(StreamState* state) noexcept;
   void count_held_launch(HeldOp& op);
   CUresult change_state(KernelRecord& record, FunctionChange change,

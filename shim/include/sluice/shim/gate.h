@@ -158,6 +158,25 @@ class Gate {
 
   // The class the priorities of new streams follow. Asked once per stream creation.
   virtual StreamClass stream_class() const noexcept { return StreamClass::unknown; }
+
+  // The device time `op` is predicted to take, in ns; 0 when the gate has no prediction. Asked only
+  // when kill is enabled (SLUICE_KILL=1), before a kernel launch, to tell long kernels (worth an
+  // instrumented twin) from short ones. Must be cheap and must not block.
+  virtual std::uint64_t predicted_ns(const OpDesc& op) const noexcept {
+    (void)op;
+    return 0;
+  }
+
+  // The client's kill word of `device` is the 4-byte word at `offset` in the device allocation that
+  // `handle` (cuIpcGetMemHandle) names. A gate that talks to sluiced tells it now and after every
+  // reconnection, so that sluiced can raise the word when it kills this client's work. Called once
+  // per device, from an application thread; must not block.
+  virtual void register_kill_word(std::int32_t device, const CUipcMemHandle& handle,
+                                  std::uint64_t offset) noexcept {
+    (void)device;
+    (void)handle;
+    (void)offset;
+  }
 };
 
 // The default: admits everything.

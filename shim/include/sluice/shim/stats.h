@@ -60,6 +60,12 @@ struct StatsSnapshot {
   std::uint64_t mirror_streams = 0;   // mirror streams created
   std::uint64_t priority_overrides = 0;  // streams created with another priority than asked
   std::uint64_t module_loads = 0;     // cuModuleLoad*, cuLibraryLoad*
+  // Kill in the client (SLUICE_KILL=1; docs/architecture.md "Kill in the client").
+  std::uint64_t twins_built = 0;       // twin modules instrumented in this process
+  std::uint64_t twins_cached = 0;      // twin modules read from the on-disk cache
+  std::uint64_t twin_launches = 0;     // launches replaced by twin + wait + twin
+  std::uint64_t twin_failures = 0;     // twins that could not be made or launched (original used)
+  std::uint64_t kill_word_registered = 0;  // kill words allocated and handed to the gate
   std::uint64_t proc_queries = 0;     // cuGetProcAddress calls
   std::uint64_t proc_unknown = 0;     // of which for names the shim's table lacks (forwarded)
   std::uint64_t export_tables = 0;    // cuGetExportTable calls (forwarded)
@@ -102,6 +108,13 @@ struct Stats {  // a struct: gate_factory.h declares it so
     priority_overrides_.fetch_add(1, std::memory_order_relaxed);
   }
   void count_module_load() noexcept { module_loads_.fetch_add(1, std::memory_order_relaxed); }
+  // Kill in the client: off the fast path (only with SLUICE_KILL=1).
+  void count_twin_built(bool from_cache) noexcept {
+    (from_cache ? twins_cached_ : twins_built_).fetch_add(1, std::memory_order_relaxed);
+  }
+  void count_twin_launch() noexcept { twin_launches_.fetch_add(1, std::memory_order_relaxed); }
+  void count_twin_failure() noexcept { twin_failures_.fetch_add(1, std::memory_order_relaxed); }
+  void count_kill_word() noexcept { kill_words_.fetch_add(1, std::memory_order_relaxed); }
   void count_proc_query() noexcept { proc_queries_.fetch_add(1, std::memory_order_relaxed); }
   void count_export_table() noexcept { export_tables_.fetch_add(1, std::memory_order_relaxed); }
   void count_unmanaged(Sym sym) noexcept {
@@ -161,6 +174,11 @@ struct Stats {  // a struct: gate_factory.h declares it so
   Counter mirror_streams_{0};
   Counter priority_overrides_{0};
   Counter module_loads_{0};
+  Counter twins_built_{0};
+  Counter twins_cached_{0};
+  Counter twin_launches_{0};
+  Counter twin_failures_{0};
+  Counter kill_words_{0};
   Counter proc_queries_{0};
   Counter proc_unknown_{0};
   Counter export_tables_{0};
