@@ -89,6 +89,10 @@ OpDesc kernel_desc(CUfunction f, unsigned grid_x, unsigned grid_y, unsigned grid
 
 }  // namespace
 
+CUdeviceptr Engine::kill_word(CUdevice device) const noexcept {
+  return data_->twins != nullptr ? data_->twins->kill_word_of(device) : 0;
+}
+
 // Kill in the client: which launches go out as twin + wait + twin (docs/architecture.md).
 std::shared_ptr<TwinLaunch> Engine::twin_launch(StreamAbi abi, const OpDesc& desc, CUstream stream,
                                                 void** params, void** extra) {

@@ -84,6 +84,12 @@ void Twins::module_unloaded(const void* owner) noexcept {
   }
 }
 
+CUdeviceptr Twins::kill_word_of(CUdevice device) noexcept {
+  std::lock_guard lock(mu_);
+  auto it = kill_words_.find(device);
+  return it != kill_words_.end() ? it->second : 0;
+}
+
 bool Twins::long_enough(CUfunction func, std::uint64_t predicted_ns) noexcept {
   if (options_.min_ns == 0) return true;
   if (predicted_ns != 0) return predicted_ns >= options_.min_ns;
@@ -218,10 +224,11 @@ std::optional<Twins::Function> Twins::twin_of(CUfunction func, const void* owner
   try {
     std::lock_guard lock(mu_);
     if (auto it = functions_.find(func); it != functions_.end()) return it->second.function;
-    Resolved& resolved = functions_[func];
-    resolved.owner = owner;
+    // Remembered per function only when its module is known: unloading the module forgets it.
     auto module_it = modules_.find(owner);
     if (owner == nullptr || module_it == modules_.end()) return std::nullopt;
+    Resolved& resolved = functions_[func];
+    resolved.owner = owner;
     Module& module = module_it->second;
     if (module.state == Module::State::unbuilt) {
       const bool built = build(module, owner, gate);

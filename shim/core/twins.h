@@ -58,6 +58,9 @@ class Twins {
   // Unloads the twin of `owner` and forgets its functions (the engine drained held work before).
   void module_unloaded(const void* owner) noexcept;
 
+  // The kill word of `device`; 0 when none was allocated.
+  CUdeviceptr kill_word_of(CUdevice device) noexcept;
+
   // Counts a launch of `func` and says whether it is long enough for a twin.
   bool long_enough(CUfunction func, std::uint64_t predicted_ns) noexcept;
 

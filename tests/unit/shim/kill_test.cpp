@@ -326,6 +326,89 @@ TEST_F(KillTest, ModulesWithoutUsablePtxOrWithRefusedPtxKeepTheOriginal) {
   EXPECT_EQ(stats().twin_launches, 0u);
 }
 
+// A killable spin kernel (the fake runs `sluice_spin*` entries as ns_per_block per wave of 132
+// blocks, and their twins as a GPU would). Device times in the fake's trace are modelled, so they
+// are exact whatever the machine's load.
+constexpr const char* kSpinPtx = R"(.version 8.0
+.target sm_90
+.address_size 64
+
+.visible .entry sluice_spin_k(
+	.param .u64 sluice_spin_k_param_0
+)
+{
+	ret;
+}
+)";
+
+TEST_F(KillTest, KilledBlocksResumeAfterTheWaitAndEveryBlockRunsOnce) {
+  KillOptions options = kill_options();
+  EngineOptions engine_options;
+  engine_options.kill = options;
+  engine = std::make_unique<Engine>(*cu, engine_options);
+  engine->set_gate(&gate);
+  const std::string image = kSpinPtx;
+  ASSERT_CU_OK(cu->cuModuleLoadData(&module, image.c_str()));
+  engine->module_loaded(module, image.c_str(), image.size());
+  ASSERT_CU_OK(cu->cuModuleGetFunction(&func, module, "sluice_spin_k"));
+  engine->stream_created(stream, CU_STREAM_NON_BLOCKING);
+  CUstream killer = nullptr;  // where the "daemon" writes the kill word
+  ASSERT_CU_OK(cu->cuStreamCreate(&killer, CU_STREAM_NON_BLOCKING));
+
+  std::uint64_t ns_per_wave = 1'000'000;
+  void* params[] = {&ns_per_wave};
+  constexpr unsigned kWaves = 6;
+  auto spin = [&] {
+    return engine->launch_kernel(StreamAbi::legacy, cu->cuLaunchKernel, func, 132 * kWaves, 1, 1,
+                                 32, 1, 1, 0, stream, params, nullptr);
+  };
+  auto set_word = [&](std::uint32_t value) {
+    const CUdeviceptr word = engine->kill_word(0);
+    ASSERT_NE(word, 0u);
+    ASSERT_CU_OK(cu->cuStreamWriteValue32_v2(killer, word, value, 0));
+    ASSERT_CU_OK(cu->cuStreamSynchronize(killer));
+  };
+  // Device time of the twin launches that ran on `stream` since the trace was cleared.
+  auto twin_times = [&] {
+    std::vector<sluice_fake_trace_record> records(trace->count());
+    records.resize(trace->read(records.data(), 0, records.size()));
+    std::vector<std::uint64_t> times;
+    for (const auto& r : records) {
+      if (r.stream == reinterpret_cast<std::uintptr_t>(stream) && r.kind == SLUICE_FAKE_OP_KERNEL)
+        times.push_back(r.end_ns - r.start_ns);
+    }
+    return times;
+  };
+
+  ASSERT_CU_OK(spin());  // builds the twin and the kill word
+  ASSERT_CU_OK(engine->synchronize_stream(StreamAbi::legacy, cu->cuStreamSynchronize, stream));
+
+  // Killed before it starts: the first twin runs nothing, the stream waits on the GPU, and once the
+  // word is lowered the second twin runs every block.
+  set_word(1);
+  trace->clear();
+  ASSERT_CU_OK(spin());
+  EXPECT_EQ(engine->query_stream(StreamAbi::legacy, cu->cuStreamQuery, stream),
+            CUDA_ERROR_NOT_READY);  // held by the wait: the word is 1
+  set_word(0);
+  ASSERT_CU_OK(engine->synchronize_stream(StreamAbi::legacy, cu->cuStreamSynchronize, stream));
+  EXPECT_EQ(twin_times(), (std::vector<std::uint64_t>{0, kWaves * ns_per_wave}));
+
+  // Killed while it runs (whenever that is): the two launches together run each wave once.
+  trace->clear();
+  ASSERT_CU_OK(spin());
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  set_word(1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  set_word(0);
+  ASSERT_CU_OK(engine->synchronize_stream(StreamAbi::legacy, cu->cuStreamSynchronize, stream));
+  const auto times = twin_times();
+  ASSERT_EQ(times.size(), 2u);
+  EXPECT_EQ(times[0] + times[1], kWaves * ns_per_wave);
+  EXPECT_EQ(stats().twin_launches, 3u);
+  cu->cuStreamDestroy_v2(killer);
+}
+
 TEST_F(KillTest, CapturedLaunchesPassThroughUnchanged) {
   start_engine(kill_options());
   ASSERT_CU_OK(engine->begin_capture(StreamAbi::legacy, stream, [&] {

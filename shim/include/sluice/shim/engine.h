@@ -241,6 +241,10 @@ class Engine final : public GateListener, public KernelCatalog {
   void module_unloaded(CUmodule module);
   void library_unloaded(CUlibrary library);
 
+  // The device address of the kill word of `device` (SLUICE_KILL), 0 before its first twin or with
+  // kill off. For diagnostics and tests; sluiced learns it through the gate.
+  CUdeviceptr kill_word(CUdevice device) const noexcept;
+
   Stats& stats() noexcept { return stats_; }
   const DriverApi& driver() const noexcept { return driver_; }
   const EngineOptions& options() const noexcept { return options_; }
