@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -369,9 +370,11 @@ void unmanaged_calls() {
   CU(cuMemFree(managed));
 }
 
-// Loads the PTX module in `path` and launches its kernel `name` (the fake runs PTX kernels as
-// no-ops) ten times on one stream, with zeroed arguments of the sizes the driver reports.
-void ptx_launches(const char* path, const char* name) {
+// Loads the PTX module in `path` and launches its kernel `name` `launches` times on one stream,
+// `grid` blocks each, with arguments of the sizes the driver reports: the first is `first`, the
+// others 0 (the fake runs PTX kernels as no-ops, `sluice_spin*` ones as `first` ns per wave).
+void ptx_launches(const char* path, const char* name, std::uint64_t first = 0, int launches = 10,
+                  unsigned grid = 8) {
   std::FILE* file = std::fopen(path, "rb");
   CHECK(file != nullptr);
   if (file == nullptr) return;
@@ -392,10 +395,12 @@ void ptx_launches(const char* path, const char* name) {
     if (cuFuncGetParamInfo(func, index, &offset, &size) != CUDA_SUCCESS) break;
     storage.push_back(0);
   }
+  if (!storage.empty()) storage[0] = first;
   for (std::uint64_t& slot : storage) params.push_back(&slot);
   CUstream s = nullptr;
   CU(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING));
-  for (int i = 0; i < 10; ++i) CU(cuLaunchKernel(func, 8, 1, 1, 128, 1, 1, 0, s, params.data(), nullptr));
+  for (int i = 0; i < launches; ++i)
+    CU(cuLaunchKernel(func, grid, 1, 1, 128, 1, 1, 0, s, params.data(), nullptr));
   CU(cuStreamSynchronize(s));
   CU(cuStreamDestroy(s));
   CU(cuModuleUnload(module));
@@ -426,6 +431,9 @@ int main(int argc, char** argv) {
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   } else if (mode == "unmanaged") {
     unmanaged_calls();
+  } else if (mode == "ptx" && argc > 6) {
+    ptx_launches(argv[2], argv[3], std::strtoull(argv[4], nullptr, 10), std::atoi(argv[5]),
+                 static_cast<unsigned>(std::atoi(argv[6])));
   } else if (mode == "ptx" && argc > 3) {
     ptx_launches(argv[2], argv[3]);
   } else {

@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Kill in the client end to end: a best-effort program under libsluice.so with SLUICE_KILL=1 runs
+long spin kernels from a PTX module as instrumented twins and registers its kill word; sluiced (its
+rule says "kill": true) opens the word through the IPC handle and raises it when an RT client
+arrives behind the BE work, then lowers it; the BE program still completes every launch. Over the
+fake driver, one shared fake device.
+
+  shim_kill_test.py BUILD_DIR
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "scheduler"))
+from harness import Control, expect, run_tests, wait_for  # noqa: E402
+
+RT_RULE = {"name": "loadgen-rt", "match": {"exe": "sluice-loadgen", "cmdline": "* rt *"}, "class": "rt"}
+BATCH_RULE = {"name": "batch", "match": {"label": "batch"}, "class": "be", "priority": -1, "kill": True}
+POLICY = {"version": 1, "scheduler": {"be_budget_us": 200, "holdoff_ms": 50}, "defaults": {"class": "be"},
+          "rules": [RT_RULE, BATCH_RULE]}
+SPIN_PTX = """.version 8.0
+.target sm_90
+.address_size 64
+
+.visible .entry sluice_spin_long(
+\t.param .u64 sluice_spin_long_param_0
+)
+{
+\tret;
+}
+"""
+LAUNCHES = 80
+
+
+def test_sluiced_kills_and_the_twins_resume(h):
+    os.environ["SLUICE_REAL_LIBCUDA"] = h.bin["fake"]  # sluiced's driver for kill words
+    h.start_daemon(policy=POLICY)
+    ptx = os.path.join(h.work, "spin.ptx")
+    with open(ptx, "w") as f:
+        f.write(SPIN_PTX)
+    stats = os.path.join(h.work, "be.json")
+    client = os.path.join(h.build, "tests", "integration", "shim", "shim_client")
+    env = h.env(LD_PRELOAD=h.bin["shim"], SLUICE_CLASS="batch", SLUICE_KILL="1", SLUICE_KILL_MIN_US="0",
+                SLUICE_STATS_FILE=stats, XDG_CACHE_HOME=os.path.join(h.work, "cache"))
+    # 80 launches of 10 waves of 2 ms: about 1.6 s of BE work queued at once.
+    be = subprocess.Popen([client, "ptx", ptx, "sluice_spin_long", "2000000", str(LAUNCHES), str(132 * 10)],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    h.clients.append(be)
+    control = Control(h.socket)
+    wait_for(lambda: any(c.get("inflight_us") for c in control.request("ps")["clients"]), 20,
+             "the BE client reported work in flight")
+    rt = h.client(["rt", "--kernel-us", "50", "--grid", "12", "--period-us", "2000", "--duration-s", "1"])
+    _, err = be.communicate(timeout=120)
+    expect(be.returncode == 0, f"BE client exit code {be.returncode}:\n{err[-3000:]}")
+    rt.communicate(timeout=60)
+    kills = control.request("status")["devices"][0].get("kills", 0)
+    control.close()
+    s = json.load(open(stats))["kill"]
+    expect(s["kill_word_registered"] == 1, f"kill statistics: {s}")
+    expect(s["twin_launches"] == LAUNCHES and s["twin_failures"] == 0, f"kill statistics: {s}")
+    expect(kills >= 1, "sluiced never killed the BE client's work")
+    expect(h.stop_daemon() == 0, "sluiced exit code")
+    log = h.daemon_output()
+    expect("kill words are written through" in log, f"sluiced never opened a kill word:\n{log[-3000:]}")
+    expect("kill word cannot be used" not in log and "kill word not written" not in log,
+           f"sluiced could not use the kill word:\n{log[-3000:]}")
+    print(f"  BE twins {s}; sluiced kills on device 0: {kills}")
+
+
+TESTS = [test_sluiced_kills_and_the_twins_resume]
+
+if __name__ == "__main__":
+    sys.exit(run_tests(TESTS, sys.argv[1]) if len(sys.argv) == 2 else __doc__)
