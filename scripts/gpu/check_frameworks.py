@@ -8,6 +8,9 @@ Runs each workload in a fresh process, several times:
   toggle      LD_PRELOAD=libsluice.so, gate shut and reopened every few milliseconds
   route       the same, and every second period all work moves to a green context of --route-sms SMs
               and back (the ordering edges of every route change)
+  kill        gate toggling, and SLUICE_KILL=1 with no duration threshold: every repeated best-effort
+              kernel that has PTX runs as its kill-instrumented twin (twin, wait on the kill word,
+              twin); the kill word is never raised here, so this checks what twins compute
 and compares every output (loss values, logits, arrays) bit for bit with the baseline. It also reads
 the shim's statistics file (SLUICE_STATS_FILE) to report how many launches, copies and module loads
 sluice saw and how many calls went through unmanaged launch paths.
@@ -173,19 +176,24 @@ def digest(path: Path) -> dict:
                                   str(data[k].shape).encode()).hexdigest() for k in sorted(data.files)}
 
 
-def run_case(case: str, mode: str, shim: str, work: Path, toggle_ms: int, route_sms: int) -> dict:
+def run_case(case: str, mode: str, shim: str, work: Path, toggle_ms: int, route_sms: int,
+             cupy_ptx: bool = False) -> dict:
     dump = work / f"{case}.{mode}.npz"
     stats = work / f"{case}.{mode}.stats.json"
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     env["TORCHINDUCTOR_CACHE_DIR"] = str(work / "inductor")
     env["TRITON_CACHE_DIR"] = str(work / "triton")
-    env["CUPY_CACHE_DIR"] = str(work / "cupy")
-    if mode in ("open", "toggle", "route"):
+    env["CUPY_CACHE_DIR"] = str(work / ("cupy-ptx" if cupy_ptx else "cupy"))
+    if cupy_ptx:  # CuPy hands the driver PTX (which sluice can instrument) instead of cubins
+        env["CUPY_COMPILE_WITH_PTX"] = "1"
+    if mode in ("open", "toggle", "route", "kill"):
         env["LD_PRELOAD"] = shim
         env["SLUICE_STATS_FILE"] = str(stats)
-        env["SLUICE_GATE"] = {"open": "open", "toggle": f"toggle:{toggle_ms}",
+        env["SLUICE_GATE"] = {"open": "open", "toggle": f"toggle:{toggle_ms}", "kill": f"toggle:{toggle_ms}",
                               "route": f"toggle:{toggle_ms}:{route_sms}"}[mode]
+    if mode == "kill":
+        env.update(SLUICE_KILL="1", SLUICE_KILL_MIN_US="0", XDG_CACHE_HOME=str(work / "cache"))
     start = time.monotonic()
     proc = subprocess.run([sys.executable, __file__, "--worker", case, "--dump", str(dump)],
                           env=env, capture_output=True, text=True, timeout=600)
@@ -210,6 +218,37 @@ def summarize_stats(stats: dict | None) -> dict:
     return {k: stats[k] for k in keys if k in stats}
 
 
+def markdown(report: dict, args) -> list[str]:
+    """The results table."""
+    modes = [m for m in dict.fromkeys(["baseline", *args.modes.split(",")]) if m != "baseline"]
+    titles = {"baseline2": "baseline twice", "open": "shim, gate open", "toggle": "shim, gate toggling",
+              "route": "shim, toggling + routed", "kill": "shim, toggling + kill twins"}
+    lines = [f"Gate toggling: shut and reopened every {args.toggle_ms} ms. Routed: the same, and every "
+             f"second period the work moves to a green context of {args.route_sms} SMs and back. Kill "
+             "twins: the same as toggling, with SLUICE_KILL=1 and no duration threshold.", "",
+             "| workload | " + " | ".join(titles.get(m, m) for m in modes) +
+             " | launches | copies | module loads | held (toggle) | routed ops / route switches | "
+             "twins built / twin launches | unmanaged |",
+             "|---|" + "---|" * (len(modes) + 7)]
+
+    def stats_of(c, mode):
+        return (c["runs"].get(mode) or {}).get("stats") or {}
+
+    for case, c in report["cases"].items():
+        s_open = summarize_stats(stats_of(c, "open"))
+        s_tog = summarize_stats(stats_of(c, "toggle"))
+        routing = stats_of(c, "route").get("routing", {})
+        kill = stats_of(c, "kill").get("kill", {})
+        unmanaged_cells = "/".join(str(stats_of(c, m).get("unmanaged_total", "-"))
+                                   for m in modes if m != "baseline2")
+        lines.append(f"| {case} | " + " | ".join(c["verdict"][m] for m in modes) +
+                     f" | {s_open.get('launches', '-')} | {s_open.get('copies', '-')} | "
+                     f"{s_open.get('module_loads', '-')} | {s_tog.get('held', '-')} | "
+                     f"{routing.get('routed_ops', '-')} / {routing.get('route_switches', '-')} | "
+                     f"{kill.get('twins_built', '-')} / {kill.get('twin_launches', '-')} | {unmanaged_cells} |")
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--worker", choices=CASES)
@@ -218,6 +257,10 @@ def main() -> int:
     parser.add_argument("--out", default=".")
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--toggle-ms", type=int, default=2)
+    parser.add_argument("--modes", default="baseline,baseline2,open,toggle,route,kill",
+                        help="which runs to make (baseline is always made)")
+    parser.add_argument("--cupy-ptx", action="store_true",
+                        help="every run, baselines too, with CUPY_COMPILE_WITH_PTX=1")
     parser.add_argument("--route-sms", type=int, default=64,
                         help="SMs of the partition the route mode moves work to and from")
     args = parser.parse_args()
@@ -232,10 +275,11 @@ def main() -> int:
     out = Path(args.out)
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
-    report = {"shim": shim, "toggle_ms": args.toggle_ms, "route_sms": args.route_sms, "cases": {}}
+    report = {"shim": shim, "toggle_ms": args.toggle_ms, "route_sms": args.route_sms, "modes": args.modes,
+              "cupy_compile_with_ptx": args.cupy_ptx, "cases": {}}
     for case in args.cases.split(","):
-        runs = {mode: run_case(case, mode, shim, work, args.toggle_ms, args.route_sms)
-                for mode in ("baseline", "baseline2", "open", "toggle", "route")}
+        runs = {mode: run_case(case, mode, shim, work, args.toggle_ms, args.route_sms, args.cupy_ptx)
+                for mode in dict.fromkeys(["baseline", *args.modes.split(",")])}
         base = runs["baseline"].get("digest")
         verdict = {}
         for mode, run in runs.items():
@@ -253,22 +297,7 @@ def main() -> int:
     report["unmanaged_total"] = unmanaged
     (out / "frameworks.json").write_text(json.dumps(report, indent=2))
 
-    lines = [f"Gate toggling: shut and reopened every {args.toggle_ms} ms. Routed: the same, and every "
-             f"second period the work moves to a green context of {args.route_sms} SMs and back.", "",
-             "| workload | baseline twice | shim, gate open | shim, gate toggling | shim, toggling + routed | "
-             "launches | copies | module loads | held (toggle) | routed ops / route switches | unmanaged |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for case, c in report["cases"].items():
-        s_open = summarize_stats(c["runs"]["open"].get("stats"))
-        s_tog = summarize_stats(c["runs"]["toggle"].get("stats"))
-        routing = (c["runs"]["route"].get("stats") or {}).get("routing", {})
-        unmanaged_cells = "/".join(str(summarize_stats(c["runs"][m].get("stats")).get("unmanaged_total", "?"))
-                                   for m in ("open", "toggle", "route"))
-        lines.append(f"| {case} | {c['verdict']['baseline2']} | {c['verdict']['open']} | "
-                     f"{c['verdict']['toggle']} | {c['verdict']['route']} | {s_open.get('launches', '?')} | "
-                     f"{s_open.get('copies', '?')} | {s_open.get('module_loads', '?')} | "
-                     f"{s_tog.get('held', '?')} | {routing.get('routed_ops', '?')} / "
-                     f"{routing.get('route_switches', '?')} | {unmanaged_cells} |")
+    lines = markdown(report, args)
     (out / "frameworks.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0 if all_identical and unmanaged == 0 else 1
