@@ -263,7 +263,8 @@ def print_side_by_side(report):
 def check(report, tolerance_us):
     """The acceptance criteria.
 
-    1. Without sluice, RT waits behind the BE queue (median wait of at least 3 BE kernels).
+    1. Without sluice, RT waits behind the BE queue (median wait of at least 3 BE kernels on the fake
+       GPU, one on a real GPU, where contexts time-slice).
     2. With sluice, what RT finds in flight when it launches is at most the BE budget plus one BE
        kernel (p99, from the fake driver's trace; exact, whatever the host's load).
     3. With sluice, RT's p99 wait stays under the BE budget plus one BE kernel, plus a tolerance
@@ -282,9 +283,12 @@ def check(report, tolerance_us):
     if tolerance_us is None:
         tolerance_us = be_kernel
     failures = []
-    if without["p50"] < 3 * be_kernel:
+    # The fake GPU runs one grid at a time, so RT queues behind BE's kernels; a real GPU time-slices
+    # the processes' contexts, so RT waits for BE's slice: at least one BE kernel.
+    behind = 3 if report.get("mode") != "gpu" else 1
+    if without["p50"] < behind * be_kernel:
         failures.append(f"without sluice RT's median wait {ms(without['p50'])} is not behind the BE queue "
-                        f"(expected at least 3 BE kernels, {ms(3 * be_kernel)})")
+                        f"(expected at least {behind} BE kernel(s), {ms(behind * be_kernel)})")
     in_flight = report["with"]["rt"].get("be_in_flight_at_launch")
     if in_flight is not None and in_flight["work_us_p99"] > strict * 1.1:
         failures.append(f"with sluice, BE work in flight at RT launches reached {ms(in_flight['work_us_p99'])} "
