@@ -304,9 +304,12 @@ void Scheduler::on_op(Client& client, const protocol::OpMsg& op, std::uint64_t n
   } else if (op.kind == OpKind::copy || op.kind == OpKind::memset) {
     publish_for(client, op.kind == OpKind::copy ? protocol::kCopyIdentity : protocol::kMemsetIdentity, op.bytes);
   }
+  output_.note_op(client.assignment.params, op.state == protocol::OpState::held);
   if (op.state == protocol::OpState::held) {
     if (client.pending.size() >= kMaxPendingPerClient) client.pending.erase(client.pending.begin());
     client.pending[op.seq] = op;
+  } else {
+    output_.note_release(client.assignment.params, false, op.submit_ns > op.call_ns ? op.submit_ns - op.call_ns : 0);
   }
   if (!served(ordinal)) return;
   bool known = devices_.count(ordinal) != 0;
@@ -339,6 +342,8 @@ void Scheduler::on_submitted(Client& client, const protocol::OpSubmittedMsg& don
   auto it = client.pending.find(done.seq);
   if (it == client.pending.end()) return;
   int ordinal = ordinal_of(it->second.device);
+  std::uint64_t call_ns = it->second.call_ns;
+  output_.note_release(client.assignment.params, true, done.submit_ns > call_ns ? done.submit_ns - call_ns : 0);
   client.pending.erase(it);
   if (auto dev = devices_.find(ordinal); dev != devices_.end() && !client.rt()) dev->second->dirty = true;
   (void)now;
@@ -586,7 +591,7 @@ std::uint32_t Scheduler::device_sms(const Device& dev) const {
 // Where BE work of a device runs now: a partition while the device is shut in mps mode.
 Scheduler::Placement Scheduler::placement(Device& dev) {
   Placement where;
-  if (sharing_mode_ == protocol::SharingMode::mps && dev.mode == GateMode::shut) {
+  if (sharing_mode_ == protocol::SharingMode::mps && dev.mode == GateMode::shut && params_.partition) {
     std::uint32_t sms = device_sms(dev);
     std::vector<std::uint32_t> demands(dev.rt_demand.begin(), dev.rt_demand.end());
     std::uint32_t reserve = choose_reserve_sms(sms, demands, params_.reserve_sms);
@@ -611,7 +616,8 @@ Scheduler::Placement Scheduler::placement(Device& dev) {
 void Scheduler::allocate(Device& dev, std::uint64_t now) {
   (void)now;
   const int ordinal = dev.ordinal;
-  const std::uint64_t budget = dev.mode == GateMode::shut ? params_.be_budget_ns : params_.idle_budget_ns;
+  const std::uint64_t shut_budget = params_.gate ? params_.be_budget_ns : kUnlimited;
+  const std::uint64_t budget = dev.mode == GateMode::shut ? shut_budget : params_.idle_budget_ns;
   const Placement where = placement(dev);
   std::vector<Client*> order = sharing_order(ordinal);
   if (budget == kUnlimited) {

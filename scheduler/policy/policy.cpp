@@ -70,6 +70,12 @@ class ObjectReader {
     return number;
   }
 
+  Result<bool> boolean(const char* key) const {
+    const json& value = object_.at(key);
+    if (!value.is_boolean()) return fail_at(child(key), fmt::format("expected true or false, got {}", type_name(value)));
+    return value.get<bool>();
+  }
+
   Result<std::int64_t> i64(const char* key, std::int64_t min, std::int64_t max) const {
     const json& value = object_.at(key);
     if (!value.is_number_integer()) {
@@ -170,11 +176,9 @@ Result<ClassParams> read_class_params(const ObjectReader& reader, ClassParams ba
     params.job_length_ms = *seconds * 1000;
   }
   if (reader.has("kill")) {
-    const json& kill = reader.at("kill");
-    if (!kill.is_boolean()) {
-      return ObjectReader::fail_at(reader.child("kill"), fmt::format("expected true or false, got {}", type_name(kill)));
-    }
-    params.kill = kill.get<bool>();
+    auto kill = reader.boolean("kill");
+    if (!kill) return std::move(kill).take_error();
+    params.kill = *kill;
   }
   if (params.kill && params.cls == Class::rt) {
     if (reader.has("kill")) {
@@ -214,7 +218,8 @@ Result<Match> read_match(const json& value, const std::string& path) {
 Status read_scheduler(const json& value, SchedulerParams& params) {
   ObjectReader reader(value, "/scheduler");
   if (auto status = reader.check({"be_budget_us", "idle_budget_us", "holdoff_ms", "copy_chunk_mib",
-                                  "default_prediction_us", "rt_poll_us", "sharing", "reserve_sms", "sm_count"});
+                                  "default_prediction_us", "rt_poll_us", "sharing", "reserve_sms", "sm_count", "gate",
+                                  "partition"});
       !status) {
     return status;
   }
@@ -237,6 +242,12 @@ Status read_scheduler(const json& value, SchedulerParams& params) {
   }
   if (reader.has("idle_budget_us")) {
     params.idle_budget_ns = idle_budget_us == 0 ? protocol::kUnlimited : idle_budget_us * kUs;
+  }
+  for (auto [key, out] : {std::pair{"gate", &params.gate}, std::pair{"partition", &params.partition}}) {
+    if (!reader.has(key)) continue;
+    auto on = reader.boolean(key);
+    if (!on) return std::move(on).take_error();
+    *out = *on;
   }
   if (reader.has("sm_count")) {
     auto sms = reader.u64("sm_count", 0, protocol::kMaxSms);
@@ -484,7 +495,9 @@ nlohmann::json policy_to_json(const Policy& policy) {
       {"rt_poll_us", s.rt_poll_ns / kUs},
       {"sharing", sharing_name(s.sharing)},
       {"reserve_sms", s.reserve_sms == 0 ? json("auto") : json(s.reserve_sms)},
-      {"sm_count", s.sm_count}};
+      {"sm_count", s.sm_count},
+      {"gate", s.gate},
+      {"partition", s.partition}};
   out["defaults"] = params_json(policy.defaults);
   out["rules"] = json::array();
   for (const Rule& rule : policy.rules) {

@@ -23,7 +23,7 @@ namespace sluice::shim {
 
 int Engine::stream_priority(int requested) noexcept {
   const StreamClass cls = gate().stream_class();
-  if (cls == StreamClass::unknown || driver_.cuCtxGetStreamPriorityRange == nullptr)
+  if (!options_.stream_priority || cls == StreamClass::unknown || driver_.cuCtxGetStreamPriorityRange == nullptr)
     return requested;
   int least = 0;
   int greatest = 0;

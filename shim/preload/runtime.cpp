@@ -40,6 +40,12 @@ EngineOptions engine_options() {
   } else {
     log::warn("{}; using {} ms", max_hold_ms.error().message, options.max_hold_ns / 1000000);
   }
+  auto priority = env::get_bool("SLUICE_STREAM_PRIORITY", true);
+  if (priority) {
+    options.stream_priority = *priority;
+  } else {
+    log::warn("{}; stream priorities follow the class", priority.error().message);
+  }
   options.kill = kill_options_from_environment();
   return options;
 }

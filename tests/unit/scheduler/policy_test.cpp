@@ -149,7 +149,9 @@ TEST(Policy, ValidationErrorsNameThePathAndProblem) {
             "p.json: /scheduler/sharing: unknown policy 'lottery' (fair, priority, srtf, fifo)");
   EXPECT_EQ(error_of(R"({"version": 1, "scheduler": {"budget": 5}})"),
             "p.json: /scheduler/budget: unknown key (known: be_budget_us, idle_budget_us, holdoff_ms, "
-            "copy_chunk_mib, default_prediction_us, rt_poll_us, sharing, reserve_sms, sm_count)");
+            "copy_chunk_mib, default_prediction_us, rt_poll_us, sharing, reserve_sms, sm_count, gate, partition)");
+  EXPECT_EQ(error_of(R"({"version": 1, "scheduler": {"gate": "off"}})"),
+            "p.json: /scheduler/gate: expected true or false, got string");
   EXPECT_EQ(error_of(R"({"version": 1, "rules": [{"match": {"exe": ""}, "class": "be"}]})"),
             "p.json: /rules/0/match/exe: must not be empty");
   EXPECT_EQ(error_of(R"({"version": 1, "defaults": {"weight": 0}})"), "p.json: /defaults/weight: 0 is outside (0, 1000]");

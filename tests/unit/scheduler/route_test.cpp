@@ -73,6 +73,15 @@ class RouteTest : public SchedulerTest {
     send(id, msg);
   }
 
+  // BE client 1 and RT client 2 in mps mode; RT launches 12 blocks and the gate shuts.
+  void rt_arrives_in_mps_mode(const SchedulerParams& params) {
+    use_mps(params);
+    connect(1, Class::be);
+    connect(2, Class::rt);
+    rt_kernel(2, 1, 12);
+    ASSERT_EQ(mode(1), GateMode::shut);
+  }
+
   Route route(ClientId id) { return out_.of(id, 0).route; }
   std::uint32_t partition(ClientId id) { return out_.of(id, 0).partition_sms; }
   DeviceView device0() { return sched_->devices(now_).at(0); }
@@ -128,6 +137,22 @@ TEST_F(RouteTest, ReserveFollowsTheRecentRtDemand) {
   for (std::uint64_t seq = 1; seq <= 20; ++seq) rt_kernel(2, seq, 40);
   status(1, 0, 0, false);  // any BE status re-evaluates the device
   EXPECT_EQ(partition(1), 88u) << "40 SMs reserved: 92, rounded down to 88";
+}
+
+TEST_F(RouteTest, PartitionSwitchedOffKeepsBestEffortOnTheFullGpuButGated) {
+  SchedulerParams params;
+  params.partition = false;
+  rt_arrives_in_mps_mode(params);
+  EXPECT_EQ(route(1), Route::full);
+  EXPECT_LE(out_.of(1, 0).grant_ns, params.be_budget_ns);
+}
+
+TEST_F(RouteTest, GateSwitchedOffPartitionsWithoutHoldingBestEffort) {
+  SchedulerParams params;
+  params.gate = false;
+  rt_arrives_in_mps_mode(params);
+  EXPECT_EQ(route(1), Route::partition);
+  EXPECT_EQ(out_.of(1, 0).grant_ns, protocol::kUnlimited);
 }
 
 TEST_F(RouteTest, TimesliceModeNeverPartitions) {

@@ -48,6 +48,10 @@ struct SchedulerParams {
   std::uint32_t reserve_sms = 0;
   // SMs per device when no client reported the count (0: kDefaultSmCount).
   std::uint32_t sm_count = 0;
+  // Mechanisms that can be switched off (to measure what each buys): false lets BE work through
+  // at any amount while RT is active (gate), or keeps BE on the full GPU in mps mode (partition).
+  bool gate = true;
+  bool partition = true;
 };
 
 // The SM count assumed for a device no client described (an H100/H200 SXM).

@@ -71,6 +71,9 @@ struct EngineOptions {
   // contexts_changed()), as the preloaded shim does: the engine then caches each thread's context
   // and device instead of asking the driver on calls that need them.
   bool context_switches_reported = false;
+  // Streams get the greatest priority in RT clients and the least in BE clients
+  // (SLUICE_STREAM_PRIORITY; off keeps the application's priorities).
+  bool stream_priority = true;
   // Kill in the client (SLUICE_KILL): long best-effort launches of kernels with PTX go out as their
   // instrumented twin, twice, around a stream wait on the kill word (sluice/shim/kill.h).
   KillOptions kill;
