@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""The co-location benchmark's headline table, built from the committed colocation_*.json files.
+
+    report.py --results bench/results --readme README.md
+
+Writes RESULTS/colocation.md (every workload, the main settings, and sluice's goals checked) and
+replaces the part of README.md between the markers
+    <!-- colocation-table:begin -->  and  <!-- colocation-table:end -->
+with the same table. Nothing in the table is typed by hand.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+BEGIN, END = "<!-- colocation-table:begin -->", "<!-- colocation-table:end -->"
+SHOWN = ["rt-alone", "be-alone", "timeslice", "mps", "priority", "sluice-timeslice", "sluice-mps"]
+ORDER = ["train", "A", "B", "C", "D", "E"]
+RT_GOAL, BE_GOAL = 1.05, 0.9
+
+
+def fmt(v, f="{:.2f}"):
+    return "–" if v is None else f.format(v)
+
+
+def table(docs):
+    lines = ["| workload | setting | RT p99 ms | p99 / RT alone | deadline misses | BE steps/s | BE / MPS | "
+             "BE losses identical |", "|---|---|---|---|---|---|---|---|"]
+    verdicts = []
+    for doc in docs:
+        w = doc["workload"]
+        for name in SHOWN:
+            res = doc["settings"].get(name)
+            if res is None:
+                continue
+            s = res["summary"]
+            ident = [b["identical_to_alone"] for b in s["be"] if "identical_to_alone" in b]
+            ident_txt = "–" if not ident or name == "be-alone" else ("yes" if all(i["ok"] for i in ident) else "**no**")
+            lines.append(f"| {w} | {name} | {fmt(s.get('rt_p99_ms'))} | {fmt(s.get('rt_p99_ratio'))} | "
+                         f"{fmt(s.get('deadline_miss_rate'), '{:.1%}')} | {fmt(s.get('be_steps_per_s'), '{:.1f}')} | "
+                         f"{fmt(s.get('be_vs_mps'))} | {ident_txt} |")
+        best = doc["settings"].get("sluice-mps", {}).get("summary", {})
+        if "rt_p99_ratio" in best and "be_vs_mps" in best:
+            rt_ok, be_ok = best["rt_p99_ratio"] <= RT_GOAL, best["be_vs_mps"] >= BE_GOAL
+            verdicts.append(f"- {w}: sluice-mps RT p99 {best['rt_p99_ratio']:.2f}× alone "
+                            f"(goal ≤ {RT_GOAL}: {'met' if rt_ok else 'not met'}), BE {best['be_vs_mps']:.2f}× MPS "
+                            f"(goal ≥ {BE_GOAL}: {'met' if be_ok else 'not met'})")
+    devices = sorted({doc["device"] for doc in docs})
+    dates = sorted({doc["date"] for doc in docs})
+    head = [f"Measured on {', '.join(devices)} ({dates[0]}{' to ' + dates[-1] if len(dates) > 1 else ''}) by "
+            "`scripts/bench/run WORKLOAD`; every ratio compares figures of the same run. Per-workload tables with "
+            "every setting (each sluice mechanism off in turn, BE / alone, total throughput) and the plots: "
+            "`bench/results/colocation_*.md`, `*_cdf.png`, `*_timeline.png`.", ""]
+    return "\n".join(head + lines + [""] + verdicts) + "\n"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", type=Path, default=Path("bench/results"))
+    p.add_argument("--readme", type=Path)
+    args = p.parse_args()
+    docs = [json.loads(f.read_text()) for f in sorted(args.results.glob("colocation_*.json"))]
+    docs.sort(key=lambda d: ORDER.index(d["workload"]) if d["workload"] in ORDER else len(ORDER))
+    if not docs:
+        sys.exit(f"report.py: no colocation_*.json in {args.results}")
+    text = table(docs)
+    (args.results / "colocation.md").write_text("# Co-location benchmark: headline table\n\n" + text)
+    if args.readme:
+        readme = args.readme.read_text()
+        if BEGIN not in readme or END not in readme:
+            print(f"report.py: {args.readme} has no {BEGIN} ... {END} markers; table only in "
+                  f"{args.results / 'colocation.md'}", file=sys.stderr)
+        else:
+            before, rest = readme.split(BEGIN, 1)
+            after = rest.split(END, 1)[1]
+            args.readme.write_text(f"{before}{BEGIN}\n{text}{END}{after}")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
