@@ -68,9 +68,13 @@ def deterministic(seed: int):
     torch.use_deterministic_algorithms(True)
 
 
+BUILD_LOCK = threading.Lock()  # the global RNG seeds each model's weights: one thread at a time
+
+
 def build(spec: Spec, seed: int):
-    torch.manual_seed(seed)
-    model = getattr(torchvision.models, spec.model)(weights=None, num_classes=1000).cuda()
+    with BUILD_LOCK:
+        torch.manual_seed(seed)
+        model = getattr(torchvision.models, spec.model)(weights=None, num_classes=1000).cuda()
     return model.train() if spec.task == "train" and spec.role == "be" else model.eval()
 
 
