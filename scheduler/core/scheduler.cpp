@@ -104,7 +104,8 @@ std::uint32_t sm_demand(const std::uint32_t grid[3], std::uint32_t sm_count) {
   return static_cast<std::uint32_t>(std::min<std::uint64_t>(blocks, sm_count));
 }
 
-std::uint32_t choose_reserve_sms(std::uint32_t sm_count, const std::vector<std::uint32_t>& demands, std::uint32_t fixed) {
+std::uint32_t choose_reserve_sms(std::uint32_t sm_count, const std::vector<std::uint32_t>& demands, std::uint32_t fixed,
+                                 std::uint32_t cap) {
   if (sm_count < 2 * kSmGranularity) return 0;
   std::uint32_t reserve = fixed;
   if (reserve == 0) {
@@ -118,6 +119,9 @@ std::uint32_t choose_reserve_sms(std::uint32_t sm_count, const std::vector<std::
       std::nth_element(sorted.begin(), sorted.begin() + static_cast<std::ptrdiff_t>(rank), sorted.end());
       reserve = sorted[rank];
     }
+    // Models' kernels often fill the whole GPU: RT then starts on the reserve at once and spreads
+    // into BE's SMs as their blocks finish, while BE keeps most of the device.
+    if (cap != 0) reserve = std::min(reserve, cap);
   }
   reserve = std::max(reserve, kSmGranularity);
   reserve = (reserve + kSmGranularity - 1) / kSmGranularity * kSmGranularity;
@@ -594,7 +598,7 @@ Scheduler::Placement Scheduler::placement(Device& dev) {
   if (sharing_mode_ == protocol::SharingMode::mps && dev.mode == GateMode::shut && params_.partition) {
     std::uint32_t sms = device_sms(dev);
     std::vector<std::uint32_t> demands(dev.rt_demand.begin(), dev.rt_demand.end());
-    std::uint32_t reserve = choose_reserve_sms(sms, demands, params_.reserve_sms);
+    std::uint32_t reserve = choose_reserve_sms(sms, demands, params_.reserve_sms, params_.max_reserve_sms);
     std::uint32_t partition = partition_for_reserve(sms, reserve);
     if (partition > 0) {
       where.route = protocol::Route::partition;
@@ -616,9 +620,13 @@ Scheduler::Placement Scheduler::placement(Device& dev) {
 void Scheduler::allocate(Device& dev, std::uint64_t now) {
   (void)now;
   const int ordinal = dev.ordinal;
-  const std::uint64_t shut_budget = params_.gate ? params_.be_budget_ns : kUnlimited;
-  const std::uint64_t budget = dev.mode == GateMode::shut ? shut_budget : params_.idle_budget_ns;
   const Placement where = placement(dev);
+  // BE confined to a partition leaves RT its reserve whatever BE queues there; the gate then holds
+  // BE only to the partitioned budget (unlimited by default).
+  const std::uint64_t shut_budget = !params_.gate                           ? kUnlimited
+                                    : where.route == protocol::Route::partition ? params_.partitioned_be_budget_ns
+                                                                               : params_.be_budget_ns;
+  const std::uint64_t budget = dev.mode == GateMode::shut ? shut_budget : params_.idle_budget_ns;
   std::vector<Client*> order = sharing_order(ordinal);
   if (budget == kUnlimited) {
     for (Client* c : order) send_grant(*c, link(*c, ordinal), ordinal, kUnlimited, false, dev.mode, where);

@@ -219,7 +219,7 @@ Status read_scheduler(const json& value, SchedulerParams& params) {
   ObjectReader reader(value, "/scheduler");
   if (auto status = reader.check({"be_budget_us", "idle_budget_us", "holdoff_ms", "copy_chunk_mib",
                                   "default_prediction_us", "rt_poll_us", "sharing", "reserve_sms", "sm_count", "gate",
-                                  "partition"});
+                                  "partition", "max_reserve_sms", "partitioned_be_budget_us"});
       !status) {
     return status;
   }
@@ -242,6 +242,19 @@ Status read_scheduler(const json& value, SchedulerParams& params) {
   }
   if (reader.has("idle_budget_us")) {
     params.idle_budget_ns = idle_budget_us == 0 ? protocol::kUnlimited : idle_budget_us * kUs;
+  }
+  if (reader.has("partitioned_be_budget_us")) {
+    auto us = reader.u64("partitioned_be_budget_us", 0, 1'000'000);
+    if (!us) return std::move(us).take_error();
+    params.partitioned_be_budget_ns = *us == 0 ? protocol::kUnlimited : *us * kUs;
+  }
+  if (reader.has("max_reserve_sms")) {
+    auto sms = reader.u64("max_reserve_sms", 0, protocol::kMaxSms);
+    if (!sms) return std::move(sms).take_error();
+    if (*sms % 8 != 0) {
+      return ObjectReader::fail_at("/scheduler/max_reserve_sms", fmt::format("{} is not a multiple of 8 (the SM split granularity)", *sms));
+    }
+    params.max_reserve_sms = static_cast<std::uint32_t>(*sms);
   }
   for (auto [key, out] : {std::pair{"gate", &params.gate}, std::pair{"partition", &params.partition}}) {
     if (!reader.has(key)) continue;
@@ -497,7 +510,10 @@ nlohmann::json policy_to_json(const Policy& policy) {
       {"reserve_sms", s.reserve_sms == 0 ? json("auto") : json(s.reserve_sms)},
       {"sm_count", s.sm_count},
       {"gate", s.gate},
-      {"partition", s.partition}};
+      {"partition", s.partition},
+      {"max_reserve_sms", s.max_reserve_sms},
+      {"partitioned_be_budget_us",
+       s.partitioned_be_budget_ns == protocol::kUnlimited ? 0 : s.partitioned_be_budget_ns / kUs}};
   out["defaults"] = params_json(policy.defaults);
   out["rules"] = json::array();
   for (const Rule& rule : policy.rules) {

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 BEGIN, END = "<!-- colocation-table:begin -->", "<!-- colocation-table:end -->"
-SHOWN = ["rt-alone", "be-alone", "timeslice", "mps", "priority", "sluice-timeslice", "sluice-mps"]
+SHOWN = ["rt-alone", "rt-alone-2", "be-alone", "timeslice", "mps", "priority", "sluice-timeslice", "sluice-mps"]
 ORDER = ["train", "A", "B", "C", "D", "E"]
 RT_GOAL, BE_GOAL = 1.05, 0.9
 

@@ -149,7 +149,10 @@ TEST(Policy, ValidationErrorsNameThePathAndProblem) {
             "p.json: /scheduler/sharing: unknown policy 'lottery' (fair, priority, srtf, fifo)");
   EXPECT_EQ(error_of(R"({"version": 1, "scheduler": {"budget": 5}})"),
             "p.json: /scheduler/budget: unknown key (known: be_budget_us, idle_budget_us, holdoff_ms, "
-            "copy_chunk_mib, default_prediction_us, rt_poll_us, sharing, reserve_sms, sm_count, gate, partition)");
+            "copy_chunk_mib, default_prediction_us, rt_poll_us, sharing, reserve_sms, sm_count, gate, partition, max_reserve_sms, "
+            "partitioned_be_budget_us)");
+  EXPECT_EQ(error_of(R"({"version": 1, "scheduler": {"max_reserve_sms": 20}})"),
+            "p.json: /scheduler/max_reserve_sms: 20 is not a multiple of 8 (the SM split granularity)");
   EXPECT_EQ(error_of(R"({"version": 1, "scheduler": {"gate": "off"}})"),
             "p.json: /scheduler/gate: expected true or false, got string");
   EXPECT_EQ(error_of(R"({"version": 1, "rules": [{"match": {"exe": ""}, "class": "be"}]})"),

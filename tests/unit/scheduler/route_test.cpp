@@ -38,6 +38,8 @@ TEST(Reserve, AutomaticReserveCoversTheNinetiethPercentileOfRtDemand) {
   EXPECT_EQ(choose_reserve_sms(132, demand, 0), 24u)
       << "11% at 20 SMs: p90 is 20, rounded up to 24";
   EXPECT_EQ(choose_reserve_sms(132, std::vector<std::uint32_t>(10, 5000), 0), 124u) << "clamped";
+  EXPECT_EQ(choose_reserve_sms(132, std::vector<std::uint32_t>(10, 5000), 0, 16), 16u) << "capped";
+  EXPECT_EQ(choose_reserve_sms(132, {100, 100}, 24, 16), 24u) << "a fixed reserve is not capped";
 }
 
 TEST(Reserve, PartitionIsWhatRemainsRoundedDownToTheGranularity) {
@@ -131,7 +133,9 @@ TEST_F(RouteTest, PolicyReserveOverridesDemand) {
 }
 
 TEST_F(RouteTest, ReserveFollowsTheRecentRtDemand) {
-  use_mps();
+  SchedulerParams params;
+  params.max_reserve_sms = 0;
+  use_mps(params);
   connect(1, Class::be);
   connect(2, Class::rt);
   for (std::uint64_t seq = 1; seq <= 20; ++seq) rt_kernel(2, seq, 40);
@@ -147,9 +151,19 @@ TEST_F(RouteTest, PartitionSwitchedOffKeepsBestEffortOnTheFullGpuButGated) {
   EXPECT_LE(out_.of(1, 0).grant_ns, params.be_budget_ns);
 }
 
+TEST_F(RouteTest, PartitionedBestEffortIsHeldOnlyToThePartitionedBudget) {
+  SchedulerParams params;
+  params.partitioned_be_budget_ns = 3'000'000;
+  rt_arrives_in_mps_mode(params);
+  EXPECT_EQ(route(1), Route::partition);
+  EXPECT_LE(out_.of(1, 0).grant_ns, params.partitioned_be_budget_ns);
+  EXPECT_GT(out_.of(1, 0).grant_ns, params.be_budget_ns) << "the partition's budget, not the full GPU's";
+}
+
 TEST_F(RouteTest, GateSwitchedOffPartitionsWithoutHoldingBestEffort) {
   SchedulerParams params;
   params.gate = false;
+  params.partitioned_be_budget_ns = 3'000'000;
   rt_arrives_in_mps_mode(params);
   EXPECT_EQ(route(1), Route::partition);
   EXPECT_EQ(out_.of(1, 0).grant_ns, protocol::kUnlimited);

@@ -52,6 +52,10 @@ struct SchedulerParams {
   // at any amount while RT is active (gate), or keeps BE on the full GPU in mps mode (partition).
   bool gate = true;
   bool partition = true;
+  // mps mode: the most SMs an automatic reserve takes (0: no cap), and the BE budget while BE runs
+  // in a partition (kUnlimited: the partition alone protects RT).
+  std::uint32_t max_reserve_sms = 16;
+  std::uint64_t partitioned_be_budget_ns = protocol::kUnlimited;
 };
 
 // The SM count assumed for a device no client described (an H100/H200 SXM).

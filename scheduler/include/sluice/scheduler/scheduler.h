@@ -63,6 +63,13 @@ class SchedulerOutput {
   virtual void write_kill_word(ClientId client, int device, std::uint32_t value) {
     (void)client, (void)device, (void)value;
   }
+  // For metrics: a client of `params` reported an operation (`held`: its gate holds it), and an
+  // operation went to the driver `waited_ns` after the application's call (`was_held`: it waited
+  // in the client's queue).
+  virtual void note_op(const ClassParams& params, bool held) { (void)params, (void)held; }
+  virtual void note_release(const ClassParams& params, bool was_held, std::uint64_t waited_ns) {
+    (void)params, (void)was_held, (void)waited_ns;
+  }
 
  protected:
   ~SchedulerOutput() = default;
@@ -92,7 +99,8 @@ std::uint32_t sm_demand(const std::uint32_t grid[3], std::uint32_t sm_count);
 // kReservePercentile-th of `demands` (at least one granule when empty); rounded up to a multiple
 // of kSmGranularity (minimum 8) and clamped so that BE keeps at least 8 SMs. 0 when the device is
 // too small to split (under 16 SMs).
-std::uint32_t choose_reserve_sms(std::uint32_t sm_count, const std::vector<std::uint32_t>& demands, std::uint32_t fixed);
+std::uint32_t choose_reserve_sms(std::uint32_t sm_count, const std::vector<std::uint32_t>& demands, std::uint32_t fixed,
+                                 std::uint32_t cap = 0);
 // The BE partition for a reserve: what is left, rounded down to the split granularity.
 std::uint32_t partition_for_reserve(std::uint32_t sm_count, std::uint32_t reserve);
 
