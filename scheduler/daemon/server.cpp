@@ -156,6 +156,7 @@ Status Server::Impl::run() {
   std::vector<epoll_event> events(64);
   while (!stop_requested_.load()) {
     std::uint64_t now = now_ns();
+    if (options_.on_loop) options_.on_loop(now);
     bool more = drain_rings(now);
     scheduler_.flush(now);
     if (scheduler_.next_tick(now) <= now) scheduler_.tick(now);

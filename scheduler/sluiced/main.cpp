@@ -4,7 +4,8 @@
 //   2. resolve the socket ($SLUICE_SOCKET, /run/sluice as root, else $XDG_RUNTIME_DIR)
 //   3. choose the mode: timeslice, or mps with sluiced's own MPS control daemon
 //   4. load the policy, bind the socket, start MPS (Server::start)
-//   5. serve until SIGTERM/SIGINT (then quit the MPS control daemon); SIGHUP reloads the policy
+//   5. tell systemd (Type=notify) that it is ready, with a watchdog ping from the loop
+//   6. serve until SIGTERM/SIGINT (then quit the MPS control daemon); SIGHUP reloads the policy
 #include <CLI/CLI.hpp>
 
 #include <charconv>
@@ -13,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "notify.h"
 #include "sluice/common/log.h"
 #include "sluice/protocol/socket_path.h"
 #include "sluice/scheduler/server.h"
@@ -81,6 +83,11 @@ int run(int argc, char** argv) {
   }
   options.devices = *devices;
   options.handle_signals = true;
+  // Read (and clear) $NOTIFY_SOCKET and the watchdog before anything starts a child process.
+  auto notifier = sluice::sched::SystemdNotifier::from_environment();
+  if (notifier.watchdog_period_ns() != 0) {
+    options.on_loop = [&notifier](std::uint64_t now) { notifier.watchdog_tick(now); };
+  }
   if (mps_flag) {
     if (mode != "timeslice" && mode != "mps") {
       sluice::log::error("--mps and --mode {} contradict each other", mode);
@@ -106,9 +113,13 @@ int run(int argc, char** argv) {
   auto server = sluice::sched::Server::start(options);
   if (!server) {
     sluice::log::error("cannot start: {}", server.error().message);
+    notifier.status(fmt::format("cannot start: {}", server.error().message));
     return 1;
   }
-  if (auto status = (*server)->run(); !status) {
+  notifier.ready(fmt::format("listening on {} ({} mode)", socket, mode));
+  auto status = (*server)->run();
+  notifier.stopping(status ? "stopping: clients fall back to passthrough" : status.error().message);
+  if (!status) {
     sluice::log::error("{}", status.error().message);
     return 1;
   }

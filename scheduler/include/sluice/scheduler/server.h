@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -27,6 +28,9 @@ struct ServerOptions {
   protocol::SharingMode mode = protocol::SharingMode::timeslice;
   MpsOptions mps;
   bool mps_fallback = false;  // mps mode that cannot start MPS runs in timeslice mode (warns)
+  // Called by run() on every pass of its loop (at least once a second), on run()'s thread, with the
+  // monotonic time in ns: sluiced's systemd watchdog, so that a stuck loop stops the pings.
+  std::function<void(std::uint64_t now_ns)> on_loop;
 };
 
 class Server {
