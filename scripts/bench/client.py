@@ -100,7 +100,8 @@ def sleep_until(t: float):
 
 def run_rt(spec: Spec, stream, args, start: float, seed: int) -> dict:
     model = build(spec, seed)
-    host_in = torch.randn(spec.batch, *IMAGE).pin_memory()
+    gen = torch.Generator(device="cpu").manual_seed(seed)  # never the global RNG: BE threads seed it
+    host_in = torch.randn(spec.batch, *IMAGE, generator=gen).pin_memory()
     dev_in = torch.empty(host_in.shape, device="cuda")
     host_out = torch.empty(spec.batch, 1000).pin_memory()
 
