@@ -194,7 +194,14 @@ CUstream Engine::route_target(StreamState& state, std::uint32_t sms, const OpDes
     // waited for the mirror. The mirror stays the target.
     if (from != state.handle && !order_after(from, state.handle, edge_on(route, from)))
       route_failed("ordering an event record after a mirror", CUDA_ERROR_UNKNOWN);
-    if (state.legacy) fold_mirrors(ctx, &state);
+    // What the driver's legacy barrier orders the record after must be on the streams the
+    // barrier sees: the mirrors of blocking streams for the legacy stream, the legacy stream's
+    // mirror for a blocking stream.
+    if (state.legacy) {
+      fold_mirrors(ctx, &state);
+    } else if (state.blocking.load(std::memory_order_relaxed)) {
+      fold_legacy_mirror(ctx);
+    }
     return state.handle;
   }
   CUstream want = state.handle;
@@ -218,10 +225,18 @@ CUstream Engine::route_target(StreamState& state, std::uint32_t sms, const OpDes
       route.target.store(want, std::memory_order_release);
       state.routed.store(want != state.handle, std::memory_order_release);
       route.dirty = false;  // the new target waited for everything of the old one
-      route.blocking_seen = blocking_epoch;
+      // An event recorded on the legacy stream itself covers the blocking streams (the driver's
+      // barrier); one recorded on a mirror covers that mirror only, so a legacy mirror that
+      // follows another one must still wait for the legacy stream below.
+      if (from == state.handle) route.blocking_seen = blocking_epoch;
     }
   }
-  if (want == state.handle) return want;
+  if (want == state.handle) {
+    // Back on a blocking stream itself: the driver's barrier orders the operation after the
+    // legacy stream, which must first wait for its mirror (the legacy stream folded above).
+    if (!state.legacy && state.blocking.load(std::memory_order_relaxed)) fold_legacy_mirror(ctx);
+    return want;
+  }
   route.dirty = true;
   if (state.legacy) {
     if (blocking_epoch != route.blocking_seen && order_after(CU_STREAM_LEGACY, want, route.edge))
