@@ -180,6 +180,7 @@ json Server::Impl::status_json(std::uint64_t now) const {
             {"reserve_sms", params.reserve_sms == 0 ? json("auto") : json(params.reserve_sms)}}},
           {"devices", devices},
           {"clients", {{"total", clients_.size()}, {"rt", rt}, {"be", clients_.size() - rt}}},
+          {"unmanaged", tracer_ ? tracer_->status() : json(nullptr)},
           {"counters",
            {{"messages", c.messages},
             {"invalid_messages", c.invalid_messages},

@@ -548,6 +548,7 @@ Status Server::Impl::admit_shim(Session& session, const protocol::Hello& hello) 
   clients_[id] = std::move(client);
   // The first decisions go into the ring before the client maps it: it starts with them.
   scheduler_.connect(id, added.identity, assignment, now_ns());
+  if (tracer_) tracer_->note_client(added.identity.pid);
 
   protocol::Welcome welcome{};
   welcome.magic = protocol::kMagic;
@@ -635,6 +636,7 @@ Result<std::unique_ptr<Server>> Server::start(const ServerOptions& options) {
   auto impl = std::make_unique<Impl>(options, std::move(store));
   if (auto status = impl->bind(); !status) return std::move(status).take_error();
   if (auto status = impl->start_mps(); !status) return std::move(status).take_error();
+  impl->start_tracer();
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 

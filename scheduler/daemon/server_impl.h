@@ -21,6 +21,7 @@
 #include "sluice/scheduler/policy.h"
 #include "sluice/scheduler/scheduler.h"
 #include "sluice/scheduler/server.h"
+#include "tracer.h"
 
 namespace sluice::sched {
 
@@ -135,6 +136,12 @@ class Server::Impl final : public SchedulerOutput {
  public:
   // server.cpp: mps mode's control daemon (before run()).
   Status start_mps();
+  // tracer.h: sluice-trace as a child, when asked for (before run()); never fails.
+  void start_tracer() {
+    if (!options_.trace) return;
+    std::string program = options_.trace_program.empty() ? default_trace_program() : options_.trace_program;
+    tracer_ = std::make_unique<Tracer>(TracerOptions{program, options_.trace_driver});
+  }
 
  private:
   bool privileged(const Session& session) const;
@@ -160,6 +167,7 @@ class Server::Impl final : public SchedulerOutput {
   KillWriter kill_writer_;
   std::string mps_error_;  // why mps mode fell back to timeslice
   std::uint64_t ring_drops_ = 0;
+  std::unique_ptr<Tracer> tracer_;  // sluiced --trace
 };
 
 }  // namespace sluice::sched

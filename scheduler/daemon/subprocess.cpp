@@ -48,6 +48,37 @@ bool executable(const std::string& path) {
   return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && access(path.c_str(), X_OK) == 0;
 }
 
+// Starts `program` with stdin from `input_fd` and stdout and stderr into `output_fd`.
+Result<pid_t> spawn_child(const std::string& program, const std::vector<std::string>& argv,
+                          const std::vector<std::string>& env, int input_fd, int output_fd) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, input_fd, STDIN_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, output_fd, STDOUT_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, output_fd, STDERR_FILENO);
+  // The child starts with default signal dispositions and an empty mask (sluiced blocks SIGTERM
+  // and friends for its signalfd; a helper must not inherit that).
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+
+  std::vector<std::string> args = argv;
+  std::vector<std::string> environment = merged_environment(env);
+  std::vector<char*> arg_ptrs = pointers(args), env_ptrs = pointers(environment);
+  pid_t pid = -1;
+  int spawned =
+      posix_spawn(&pid, program.c_str(), &actions, &attr, arg_ptrs.data(), env_ptrs.data());
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  if (spawned != 0) return make_error("{}: cannot start: {}", program, std::strerror(spawned));
+  return pid;
+}
+
 }  // namespace
 
 std::string find_on_path(const std::string& name) {
@@ -69,6 +100,27 @@ std::string find_on_path(const std::string& name) {
   return {};
 }
 
+Result<Child> spawn_reading(const std::vector<std::string>& argv, const std::vector<std::string>& env) {
+  if (argv.empty()) return make_error("no program to run");
+  std::string program = find_on_path(argv[0]);
+  if (program.empty()) return make_error("{}: not found or not executable", argv[0]);
+  int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (null_fd < 0) return make_error("/dev/null: {}", std::strerror(errno));
+  int out_pipe[2];
+  if (pipe2(out_pipe, O_CLOEXEC) != 0) {
+    close(null_fd);
+    return make_error("pipe: {}", std::strerror(errno));
+  }
+  auto spawned = spawn_child(program, argv, env, null_fd, out_pipe[1]);
+  close(null_fd);
+  close(out_pipe[1]);
+  if (!spawned) {
+    close(out_pipe[0]);
+    return std::move(spawned).take_error();
+  }
+  return Child{*spawned, out_pipe[0]};
+}
+
 Result<CommandResult> run_command(const std::vector<std::string>& argv,
                                   const std::vector<std::string>& env, const std::string& input,
                                   std::uint64_t timeout_ms) {
@@ -83,37 +135,15 @@ Result<CommandResult> run_command(const std::vector<std::string>& argv,
     close(in_pipe[1]);
     return make_error("pipe: {}", std::strerror(errno));
   }
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, in_pipe[0], STDIN_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, out_pipe[1], STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, out_pipe[1], STDERR_FILENO);
-  // The child starts with default signal dispositions and an empty mask (sluiced blocks SIGTERM
-  // and friends for its signalfd; a helper must not inherit that).
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-
-  std::vector<std::string> args = argv;
-  std::vector<std::string> environment = merged_environment(env);
-  std::vector<char*> arg_ptrs = pointers(args), env_ptrs = pointers(environment);
-  pid_t pid = -1;
-  int spawned =
-      posix_spawn(&pid, program.c_str(), &actions, &attr, arg_ptrs.data(), env_ptrs.data());
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
+  auto spawned = spawn_child(program, argv, env, in_pipe[0], out_pipe[1]);
   close(in_pipe[0]);
   close(out_pipe[1]);
-  if (spawned != 0) {
+  if (!spawned) {
     close(in_pipe[1]);
     close(out_pipe[0]);
-    return make_error("{}: cannot start: {}", program, std::strerror(spawned));
+    return std::move(spawned).take_error();
   }
+  pid_t pid = *spawned;
 
   // Input is small (a control command); a child that does not read it gets EPIPE, not a hang.
   fcntl(in_pipe[1], F_SETFL, O_NONBLOCK);

@@ -27,6 +27,16 @@ Result<CommandResult> run_command(const std::vector<std::string>& argv,
                                   const std::vector<std::string>& env, const std::string& input,
                                   std::uint64_t timeout_ms);
 
+// A child that runs on: stdin is /dev/null, stdout and stderr come through `output_fd` (the
+// caller closes it, and reaps `pid`).
+struct Child {
+  int pid = -1;
+  int output_fd = -1;
+};
+
+// Starts `argv` (as run_command) without waiting for it. Fails only when it cannot be started.
+Result<Child> spawn_reading(const std::vector<std::string>& argv, const std::vector<std::string>& env);
+
 // The absolute path of `name` on PATH ("" when not found). A name with a slash is checked as is.
 std::string find_on_path(const std::string& name);
 

@@ -3,7 +3,7 @@
 //   1. parse the command line
 //   2. resolve the socket ($SLUICE_SOCKET, /run/sluice as root, else $XDG_RUNTIME_DIR)
 //   3. choose the mode: timeslice, or mps with sluiced's own MPS control daemon
-//   4. load the policy, bind the socket, start MPS (Server::start)
+//   4. load the policy, bind the socket, start MPS and, with --trace, sluice-trace (Server::start)
 //   5. tell systemd (Type=notify) that it is ready, with a watchdog ping from the loop
 //   6. serve until SIGTERM/SIGINT (then quit the MPS control daemon); SIGHUP reloads the policy
 #include <CLI/CLI.hpp>
@@ -55,6 +55,12 @@ int run(int argc, char** argv) {
   app.add_flag("--mps", mps_flag, "same as --mode mps");
   app.add_option("--mps-control", mps_control, "the MPS control program (default: $SLUICE_MPS_CONTROL, else "
                                                "nvidia-cuda-mps-control on PATH)");
+  std::string trace_driver;
+  CLI::Option* trace = app.add_option("--trace", trace_driver, "report GPU processes that bypass sluice: run sluice-trace "
+                                                               "on DRIVER (default: the real libcuda.so.1); needs root "
+                                                               "or CAP_BPF + CAP_PERFMON (docs/operations.md)")
+                           ->expected(0, 1)
+                           ->type_name("[=DRIVER]");
   CLI11_PARSE(app, argc, argv);
 
   sluice::log::set_component("sluiced");
@@ -83,6 +89,8 @@ int run(int argc, char** argv) {
   }
   options.devices = *devices;
   options.handle_signals = true;
+  options.trace = trace->count() > 0;
+  options.trace_driver = trace_driver;
   // Read (and clear) $NOTIFY_SOCKET and the watchdog before anything starts a child process.
   auto notifier = sluice::sched::SystemdNotifier::from_environment();
   if (notifier.watchdog_period_ns() != 0) {

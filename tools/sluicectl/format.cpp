@@ -127,6 +127,22 @@ std::string format_ps(const json& ps) {
   return out;
 }
 
+std::string format_ps_all(const json& ps_and_unmanaged) {
+  std::string out = format_ps(ps_and_unmanaged);
+  const json& unmanaged = ps_and_unmanaged["unmanaged"];
+  if (!unmanaged.is_object()) return out + "(unmanaged processes are not traced: start sluiced with --trace)\n";
+  if (unmanaged.value("state", "") == "failed") {
+    return out + fmt::format("(unmanaged processes are not traced: {})\n", text(unmanaged, "error"));
+  }
+  out += fmt::format("\n{:>7} {:<9} {:>12} {:>12}  {}\n", "PID", "", "LAUNCHES", "COPIES", "COMM");
+  for (const json& p : unmanaged["processes"]) {
+    out += fmt::format("{:>7} {:<9} {:>12} {:>12}  {}\n", p["pid"].get<int>(), "unmanaged",
+                       p["launches"].get<std::uint64_t>(), p["copies"].get<std::uint64_t>(), text(p, "comm"));
+  }
+  if (unmanaged["processes"].empty()) out += "(no process calls the driver outside sluice)\n";
+  return out;
+}
+
 std::string format_queue(const json& queue) {
   std::string out = fmt::format("{:>7} {:<16} {:<7} {:<32} {:>14} {:>12} {:>10} {:>10}\n", "PID", "EXE", "KIND", "NAME",
                                 "GRID", "BLOCK", "PREDICTED", "WAITING");

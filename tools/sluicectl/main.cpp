@@ -1,6 +1,6 @@
 // sluicectl: shows and steers sluiced (docs/daemon.md).
 //
-//   sluicectl status | ps | queue | top          what the daemon sees (--json on each)
+//   sluicectl status | ps [--all] | queue | top  what the daemon sees (--json on each)
 //   sluicectl policy show | validate FILE | reload
 //   sluicectl set-class PID rt|be|be:N|policy
 //
@@ -147,6 +147,8 @@ int run(int argc, char** argv) {
 
   CLI::App* status = app.add_subcommand("status", "daemon, devices, policy and counters");
   CLI::App* ps = app.add_subcommand("ps", "each client: class, queue, share of GPU time");
+  bool all = false;
+  ps->add_flag("--all", all, "also the processes that call the GPU driver outside sluice (sluiced --trace)");
   CLI::App* queue = app.add_subcommand("queue", "operations waiting in clients' queues now");
   std::size_t limit = 100;
   queue->add_option("--limit", limit, "at most this many entries");
@@ -183,6 +185,13 @@ int run(int argc, char** argv) {
   }
 
   if (status->parsed()) return print(request(socket, {{"cmd", "status"}}), as_json, sluice::ctl::format_status);
+  if (ps->parsed() && all) {
+    Reply clients = request(socket, {{"cmd", "ps"}});
+    Reply daemon = clients.exit == kOk ? request(socket, {{"cmd", "status"}}) : clients;
+    if (daemon.exit != kOk) return print(daemon, as_json, sluice::ctl::format_ps_all);
+    clients.body["unmanaged"] = daemon.body.value("unmanaged", json(nullptr));
+    return print(clients, as_json, sluice::ctl::format_ps_all);
+  }
   if (ps->parsed()) return print(request(socket, {{"cmd", "ps"}}), as_json, sluice::ctl::format_ps);
   if (queue->parsed()) return print(request(socket, {{"cmd", "queue"}, {"limit", limit}}), as_json, sluice::ctl::format_queue);
   if (top_cmd->parsed()) return top(socket, as_json, interval, count);

@@ -28,6 +28,11 @@ struct ServerOptions {
   protocol::SharingMode mode = protocol::SharingMode::timeslice;
   MpsOptions mps;
   bool mps_fallback = false;  // mps mode that cannot start MPS runs in timeslice mode (warns)
+  // sluiced --trace: run sluice-trace (trace_program; empty: next to sluiced, else on PATH) on
+  // trace_driver (empty: the real libcuda.so.1) and report processes that bypass sluice.
+  bool trace = false;
+  std::string trace_driver;
+  std::string trace_program;
   // Called by run() on every pass of its loop (at least once a second), on run()'s thread, with the
   // monotonic time in ns: sluiced's systemd watchdog, so that a stuck loop stops the pings.
   std::function<void(std::uint64_t now_ns)> on_loop;
