@@ -34,6 +34,7 @@ void Server::Impl::on_control(Session& session, const std::string& frame) {
   json request = json::parse(frame, nullptr, false);
   if (request.is_discarded() || !request.is_object() || !request.contains("cmd") || !request["cmd"].is_string()) {
     reply = error_reply(control::kCodeBadRequest, "expected a JSON object with a string \"cmd\"");
+    metrics_.note_protocol_error("bad_control_request");
   } else {
     reply = handle_control(session, request);
   }
@@ -45,6 +46,7 @@ json Server::Impl::handle_control(const Session& session, const json& request) {
   std::uint64_t now = now_ns();
   if (cmd == "status") return status_json(now);
   if (cmd == "ps") return ps_json(now);
+  if (cmd == "metrics") return {{"ok", true}, {"text", metrics::render(status_json(now), ps_json(now), metrics_)}};
   if (cmd == "queue") {
     std::size_t limit = 1000;
     if (request.contains("limit") && request["limit"].is_number_unsigned()) limit = request["limit"].get<std::size_t>();

@@ -275,6 +275,7 @@ bool Server::Impl::drain_rings(std::uint64_t now) {
     bool corrupt = false;
     std::size_t count = client->from_client.pop_batch(batch, kBatch, corrupt);
     if (corrupt) {
+      metrics_.note_protocol_error("ring_corrupt");
       broken.push_back(id);
       continue;
     }
@@ -292,12 +293,16 @@ bool Server::Impl::drain_rings(std::uint64_t now) {
         continue;
       }
       scheduler_.note_invalid(id);
+      metrics_.note_protocol_error(metrics::invalid_message_reason(protocol::message_type(batch[i])));
       if (++client->invalid == 1 || client->invalid % 1000 == 0) {
         log::warn("client {} (pid {}, {}): bad message ({} so far): {}", id, client->identity.pid,
                   client->identity.exe, client->invalid, message.error().message);
       }
     }
-    if (client->invalid >= kInvalidLimit) broken.push_back(id);
+    if (client->invalid >= kInvalidLimit) {
+      metrics_.note_protocol_error("too_many_invalid");
+      broken.push_back(id);
+    }
   }
   for (ClientId id : broken) drop_client(id, "its ring is corrupt or it sends too many bad messages");
   return more;
@@ -378,6 +383,7 @@ void Server::Impl::on_session_readable(Session& session) {
       auto frame = session.reader.next();
       if (!frame) {
         log::warn("pid {}: {}", session.peer.pid, frame.error().message);
+        metrics_.note_protocol_error("bad_frame");
         close_session(id);
         return;
       }
@@ -450,16 +456,19 @@ void Server::Impl::on_hello(Session& session, const std::string& frame) {
   protocol::Hello hello{};
   if (frame.size() < sizeof(hello)) {
     log::warn("pid {}: hello of {} bytes, expected {}", session.peer.pid, frame.size(), sizeof(hello));
+    metrics_.note_protocol_error("bad_hello");
     close_session(session.id);
     return;
   }
   std::memcpy(&hello, frame.data(), sizeof(hello));
   if (hello.magic != protocol::kMagic) {
     log::warn("pid {}: not a sluice client (magic {:#x})", session.peer.pid, hello.magic);
+    metrics_.note_protocol_error("bad_magic");
     close_session(session.id);
     return;
   }
   if (hello.abi_major != protocol::kAbiMajor) {
+    metrics_.note_protocol_error("abi_mismatch");
     refuse(session, protocol::WelcomeStatus::version_mismatch,
            fmt::format("sluiced speaks protocol {}.{}, the client {}.{}", protocol::kAbiMajor,
                        protocol::kAbiMinor, hello.abi_major, hello.abi_minor));
@@ -470,6 +479,7 @@ void Server::Impl::on_hello(Session& session, const std::string& frame) {
     return;
   }
   if (hello.role != protocol::Role::shim) {
+    metrics_.note_protocol_error("unknown_role");
     refuse(session, protocol::WelcomeStatus::refused, fmt::format("unknown role {}", static_cast<std::uint32_t>(hello.role)));
     return;
   }
@@ -507,6 +517,7 @@ Status Server::Impl::admit_shim(Session& session, const protocol::Hello& hello) 
   if (!valid_label(label)) {
     log::warn("pid {}: ignoring SLUICE_CLASS '{}' (letters, digits, _-.: only, under {} bytes)",
               session.peer.pid, label, protocol::kLabelBytes);
+    metrics_.note_protocol_error("invalid_label");
     label.clear();
   }
   identity->label = label;
@@ -592,6 +603,18 @@ Status Server::Impl::start_mps() {
   return {};
 }
 
+Status Server::Impl::start_metrics() {
+  if (options_.metrics_address.empty()) return {};
+  auto address = metrics::parse_listen_address(options_.metrics_address, options_.metrics_any_address);
+  if (!address) return std::move(address).take_error();
+  auto endpoint = metrics::Endpoint::start(*address, metrics::scrape_over_control_socket(options_.socket_path));
+  if (!endpoint) return std::move(endpoint).take_error();
+  metrics_endpoint_ = std::move(*endpoint);
+  log::info("metrics on http://{}:{}/metrics", address->ipv6 ? "[" + address->host + "]" : address->host,
+            metrics_endpoint_->port());
+  return {};
+}
+
 void Server::Impl::drop_client(ClientId id, const char* why) {
   auto it = clients_.find(id);
   if (it == clients_.end()) return;
@@ -634,6 +657,8 @@ Result<std::unique_ptr<Server>> Server::start(const ServerOptions& options) {
     if (auto status = store.reload(); !status) return std::move(status).take_error();
   }
   auto impl = std::make_unique<Impl>(options, std::move(store));
+  // The metrics address first: a bad one fails before anything else is started.
+  if (auto status = impl->start_metrics(); !status) return std::move(status).take_error();
   if (auto status = impl->bind(); !status) return std::move(status).take_error();
   if (auto status = impl->start_mps(); !status) return std::move(status).take_error();
   impl->start_tracer();

@@ -14,6 +14,8 @@
 
 #include "identity.h"
 #include "kill_writer.h"
+#include "metrics.h"
+#include "metrics_http.h"
 #include "sluice/protocol/ring.h"
 #include "sluice/protocol/segment.h"
 #include "sluice/protocol/wire.h"
@@ -99,6 +101,10 @@ class Server::Impl final : public SchedulerOutput {
   void send_decision(ClientId client, const protocol::DecisionMsg& decision) override;
   void publish_prediction(ClientId client, std::uint64_t key, std::uint64_t value_ns) override;
   void write_kill_word(ClientId client, int device, std::uint32_t value) override;
+  void note_op(const ClassParams& params, bool held) override { metrics_.note_op(params.cls, held); }
+  void note_release(const ClassParams& params, bool was_held, std::uint64_t waited_ns) override {
+    metrics_.note_release(params.cls, was_held, waited_ns, params.deadline_us);
+  }
 
   const std::string& socket_path() const { return options_.socket_path; }
   std::uint64_t epoch() const { return epoch_; }
@@ -136,6 +142,8 @@ class Server::Impl final : public SchedulerOutput {
  public:
   // server.cpp: mps mode's control daemon (before run()).
   Status start_mps();
+  // server.cpp: the /metrics endpoint when asked for (before run()).
+  Status start_metrics();
   // tracer.h: sluice-trace as a child, when asked for (before run()); never fails.
   void start_tracer() {
     if (!options_.trace) return;
@@ -168,6 +176,9 @@ class Server::Impl final : public SchedulerOutput {
   std::string mps_error_;  // why mps mode fell back to timeslice
   std::uint64_t ring_drops_ = 0;
   std::unique_ptr<Tracer> tracer_;  // sluiced --trace
+  metrics::DaemonMetrics metrics_;
+  // Last: its thread stops first when the server goes away.
+  std::unique_ptr<metrics::Endpoint> metrics_endpoint_;
 };
 
 }  // namespace sluice::sched

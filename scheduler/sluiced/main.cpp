@@ -42,8 +42,8 @@ sluice::Result<std::vector<int>> parse_devices(const std::string& text) {
 
 int run(int argc, char** argv) {
   CLI::App app{"sluiced: gives real-time GPU work priority over best-effort work"};
-  std::string policy, socket, gpus = "all", level, mode = "timeslice", mps_control;
-  bool mps_flag = false;
+  std::string policy, socket, gpus = "all", level, mode = "timeslice", mps_control, metrics;
+  bool mps_flag = false, metrics_any = false;
   app.add_option("--policy,-p", policy, "policy file (JSON; see docs/policy.md); default: everyone best-effort");
   app.add_option("--socket,-s", socket, "socket path (default: $SLUICE_SOCKET, /run/sluice/sluiced.sock as root, "
                                         "else $XDG_RUNTIME_DIR/sluice/sluiced.sock)");
@@ -61,6 +61,9 @@ int run(int argc, char** argv) {
                                                                "or CAP_BPF + CAP_PERFMON (docs/operations.md)")
                            ->expected(0, 1)
                            ->type_name("[=DRIVER]");
+  app.add_option("--metrics", metrics, "serve Prometheus metrics at http://ADDRESS/metrics: PORT (127.0.0.1), "
+                                      "HOST:PORT or [V6]:PORT (default: off; docs/operations.md)");
+  app.add_flag("--metrics-any-address", metrics_any, "allow --metrics on a non-loopback address");
   CLI11_PARSE(app, argc, argv);
 
   sluice::log::set_component("sluiced");
@@ -117,6 +120,8 @@ int run(int argc, char** argv) {
     }
   }
   if (!mps_control.empty()) options.mps.control_program = mps_control;
+  options.metrics_address = metrics;
+  options.metrics_any_address = metrics_any;
 
   auto server = sluice::sched::Server::start(options);
   if (!server) {

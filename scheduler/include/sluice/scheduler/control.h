@@ -3,6 +3,7 @@
 //
 //   {"cmd": "status"}                      daemon, devices, policy, counters
 //   {"cmd": "ps"}                          one entry per client
+//   {"cmd": "metrics"}                     {"text": Prometheus text format} (docs/operations.md)
 //   {"cmd": "queue", "limit": N}           operations waiting in clients' queues now
 //   {"cmd": "policy"}                      the policy in force, normalised
 //   {"cmd": "reload"}                      reload the policy file (as SIGHUP)

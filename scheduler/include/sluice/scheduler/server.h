@@ -28,6 +28,10 @@ struct ServerOptions {
   protocol::SharingMode mode = protocol::SharingMode::timeslice;
   MpsOptions mps;
   bool mps_fallback = false;  // mps mode that cannot start MPS runs in timeslice mode (warns)
+  // Prometheus metrics over HTTP (docs/operations.md): "PORT", "HOST:PORT" or "[V6]:PORT"; empty:
+  // off. A non-loopback host needs metrics_any_address.
+  std::string metrics_address;
+  bool metrics_any_address = false;
   // sluiced --trace: run sluice-trace (trace_program; empty: next to sluiced, else on PATH) on
   // trace_driver (empty: the real libcuda.so.1) and report processes that bypass sluice.
   bool trace = false;
