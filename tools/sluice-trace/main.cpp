@@ -110,7 +110,8 @@ int run(int argc, char** argv) {
   sluice::trace::Failure failure;
   auto probe = sluice::trace::Probe::attach(driver, *symbols, failure);
   if (!probe) return fail(failure.cause, failure.message);
-  std::cerr << fmt::format("sluice-trace: {} probes on {}\n", symbols->size(), driver);
+  for (const std::string& why : probe->skipped()) std::cerr << "sluice-trace: skipped: " << why << "\n";
+  std::cerr << fmt::format("sluice-trace: {} probes on {}\n", symbols->size() - probe->skipped().size(), driver);
 
   if (once) {
     sleep_unless_stopped(*duration);

@@ -11,6 +11,8 @@
 #include <cstring>
 #include <filesystem>
 
+#include <fmt/ranges.h>
+
 #include "sluice/common/clock.h"
 #include "sluice_trace.h"
 #include "sluice_trace.skel.h"
@@ -85,6 +87,7 @@ struct Probe::State {
   std::string driver;
   sluice_trace* skeleton = nullptr;
   std::vector<bpf_link*> links;
+  std::vector<std::string> skipped;  // why each entry point that is not probed was skipped
   std::uint64_t attached_ns = 0;
 
   ~State() {
@@ -114,21 +117,36 @@ std::unique_ptr<Probe> Probe::attach(const std::string& driver, const std::vecto
     failure = bpf_failure("loading the BPF program", errno);
     return nullptr;
   }
+  std::size_t launch_probes = 0;
   for (const DriverSymbol& symbol : symbols) {
     bpf_program* program = symbol.kind == EntryKind::launch ? state->skeleton->progs.count_launch
                                                             : state->skeleton->progs.count_copy;
     bpf_link* link = bpf_program__attach_uprobe(program, false, -1, driver.c_str(), symbol.offset);
     if (link == nullptr) {
-      int error = errno;
-      failure = bpf_failure(fmt::format("{}: attaching a uprobe to {} (offset {:#x})", driver, symbol.name,
-                                        symbol.offset).c_str(), error);
-      return nullptr;
+      // One function the kernel cannot probe (an instruction uprobes cannot step over, say) is
+      // skipped; a refusal that would hit every probe ends the attempt.
+      Failure why = bpf_failure(fmt::format("{}: attaching a uprobe to {} (offset {:#x})", driver, symbol.name,
+                                            symbol.offset).c_str(), errno);
+      if (why.cause == FailureCause::permission || state->links.empty()) {
+        failure = why;
+        return nullptr;
+      }
+      state->skipped.push_back(why.message);
+      continue;
     }
     state->links.push_back(link);
+    if (symbol.kind == EntryKind::launch) ++launch_probes;
+  }
+  if (launch_probes == 0) {
+    failure = {FailureCause::failed, fmt::format("{}: no launch entry point could be probed: {}", driver,
+                                                 fmt::join(state->skipped, "; "))};
+    return nullptr;
   }
   state->attached_ns = now_ns();
   return std::unique_ptr<Probe>(new Probe(std::move(state)));
 }
+
+const std::vector<std::string>& Probe::skipped() const { return state_->skipped; }
 
 Snapshot Probe::read() const {
   Snapshot snapshot;

@@ -33,6 +33,8 @@ class Probe {
 
   // The counts since attach().
   Snapshot read() const;
+  // The entry points that could not be probed, each with the reason (the others still count).
+  const std::vector<std::string>& skipped() const;
 
  private:
   struct State;
