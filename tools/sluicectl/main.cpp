@@ -7,6 +7,7 @@
 // Exit codes: 0 success; 1 the daemon could not do it (e.g. a reload that failed); 2 bad input
 // (usage, an invalid policy file, an unknown class); 3 the daemon is unreachable; 4 permission
 // denied; 5 no such client.
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -18,6 +19,7 @@
 #include <thread>
 
 #include "format.h"
+#include "top.h"
 #include "sluice/protocol/layout.h"
 #include "sluice/protocol/socket_path.h"
 #include "sluice/protocol/wire.h"
@@ -117,7 +119,12 @@ int validate(const std::string& file, bool as_json) {
   return policy ? kOk : kBadInput;
 }
 
-int top(const std::string& socket, bool as_json, double interval_s, unsigned count) {
+// A live view: on a terminal each frame is redrawn in place (never scrolling); `once` prints one
+// plain frame. Frames on a pipe follow each other.
+int top(const std::string& socket, bool as_json, double interval_s, unsigned count, bool once) {
+  bool live = !once && !as_json && isatty(STDOUT_FILENO);
+  if (live) std::cout << "\033[2J";
+  sluice::ctl::KillCounts previous;
   for (unsigned i = 0; count == 0 || i < count; ++i) {
     if (i > 0) std::this_thread::sleep_for(std::chrono::duration<double>(interval_s));
     Reply status = request(socket, {{"cmd", "status"}});
@@ -128,10 +135,15 @@ int top(const std::string& socket, bool as_json, double interval_s, unsigned cou
       std::cout << json{{"status", status.body}, {"ps", ps.body}, {"queue", queue.body}}.dump() << std::endl;
       continue;
     }
-    if (isatty(STDOUT_FILENO)) std::cout << "\033[H\033[2J";
-    std::cout << sluice::ctl::format_status(status.body) << "\n"
-              << sluice::ctl::format_ps(ps.body) << "\n"
-              << sluice::ctl::format_queue(queue.body) << std::flush;
+    std::string frame = sluice::ctl::format_top(status.body, ps.body, queue.body, i > 0 ? &previous : nullptr, interval_s);
+    previous = sluice::ctl::kill_counts(ps.body);
+    if (live) {
+      winsize size{};
+      bool known = ioctl(STDOUT_FILENO, TIOCGWINSZ, &size) == 0;
+      std::cout << sluice::ctl::in_place(frame, known ? size.ws_row : 0, known ? size.ws_col : 0) << std::flush;
+    } else {
+      std::cout << (i > 0 ? "\n" : "") << frame << std::flush;
+    }
   }
   return kOk;
 }
@@ -157,6 +169,8 @@ int run(int argc, char** argv) {
   unsigned count = 0;
   top_cmd->add_option("--interval", interval, "seconds between refreshes");
   top_cmd->add_option("--count", count, "refreshes before exiting (0: until interrupted)");
+  bool once = false;
+  top_cmd->add_flag("--once", once, "print one frame without terminal escapes and exit");
   for (CLI::App* sub : {status, ps, queue, top_cmd}) json_flag(sub);
 
   CLI::App* policy = app.add_subcommand("policy", "the policy in force");
@@ -194,7 +208,7 @@ int run(int argc, char** argv) {
   }
   if (ps->parsed()) return print(request(socket, {{"cmd", "ps"}}), as_json, sluice::ctl::format_ps);
   if (queue->parsed()) return print(request(socket, {{"cmd", "queue"}, {"limit", limit}}), as_json, sluice::ctl::format_queue);
-  if (top_cmd->parsed()) return top(socket, as_json, interval, count);
+  if (top_cmd->parsed()) return top(socket, as_json, interval, once ? 1 : count, once);
   if (show->parsed()) return print(request(socket, {{"cmd", "policy"}}), as_json, sluice::ctl::format_policy);
   if (validate_cmd->parsed()) return validate(file, as_json);
   if (reload->parsed()) return print(request(socket, {{"cmd", "reload"}}), as_json, format_ok);

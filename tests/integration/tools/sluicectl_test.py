@@ -7,7 +7,9 @@ of every read command, set-class, policy validate/show/reload, and the exit code
 
 import json
 import os
+import pty
 import re
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scheduler"))
@@ -87,6 +89,42 @@ def test_read_commands_json(h):
     expect(policy["policy"]["rules"][0]["name"] == "loadgen-rt" and policy["generation"] == 1, f"policy: {policy}")
 
 
+def test_top_once_and_live(h):
+    rt, be = start(h)
+    once = run(h, "top", "--once")
+    frame = once.stdout
+    expect("\x1b" not in frame and "\x1b" not in once.stderr, f"top --once wrote escape codes: {frame!r}")
+    for text in ("sluiced pid", "clients: 2 (1 rt, 1 be)", "GPU%", "QUEUED", "KILLS", "kills: 0 total", "PREDICTED"):
+        expect(text in frame, f"top --once lacks '{text}':\n{frame}")
+    lines = frame.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["PID", "CLASS"])
+    kills = next(i for i, line in enumerate(lines) if line.startswith("kills: "))
+    rows = {int(line.split()[0]): line.split() for line in lines[header + 1:kills]}
+    expect(rows[rt.pid][1].startswith("rt") and rows[be.pid][1].startswith("be"), f"top --once rows:\n{frame}")
+    expect(frame.count("sluiced pid") == 1, f"more than one frame:\n{frame}")
+    # On a terminal: cleared once, then every frame redrawn from the home position, lines cleared
+    # to their end and the rest of the screen cleared, so nothing scrolls.
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen([h.bin["sluicectl"], "--socket", h.socket, "top", "--count", "2", "--interval", "0.05"],
+                            env=h.env(), stdout=secondary, stderr=subprocess.PIPE)
+    os.close(secondary)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # the terminal's other side closed
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(primary)
+    expect(proc.wait(timeout=30) == OK, f"live top exit {proc.returncode}")
+    text = output.decode(errors="replace")
+    expect(text.startswith("\x1b[2J") and text.count("\x1b[2J") == 1 and text.count("\x1b[H") == 2
+           and text.count("\x1b[J") == 2 and "\x1b[K" in text, f"live top escapes: {text[:300]!r}")
+    expect("; in the last 0.1s: " in text or "; in the last 0.0s: " in text, f"second frame lacks recent kills:\n{text}")
+
+
 def test_set_class(h):
     rt, be = start(h)
     result = json.loads(run(h, "set-class", str(rt.pid), "be", "--json").stdout)
@@ -136,5 +174,5 @@ def test_exit_codes_unreachable_and_permission(h):
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit(__doc__)
-    sys.exit(run_tests([test_read_commands_human, test_read_commands_json, test_set_class, test_policy_validate,
+    sys.exit(run_tests([test_read_commands_human, test_read_commands_json, test_top_once_and_live, test_set_class, test_policy_validate,
                         test_exit_codes_unreachable_and_permission], sys.argv[1]))
