@@ -1,6 +1,10 @@
 // sluiced's Prometheus text writer, the daemon's metric counters, the rendering of a scrape from
 // status/ps replies, the --metrics address rules and the HTTP request handling.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <string>
 
@@ -199,6 +203,54 @@ TEST(MetricsHttp, AnswersOnlyGetMetrics) {
   HttpAnswer unavailable = answer_request("GET /metrics HTTP/1.1\r\n\r\n", down);
   EXPECT_EQ(unavailable.code, 503);
   EXPECT_NE(unavailable.body.find("connection refused"), std::string::npos);
+}
+
+// One GET over a real socket to an endpoint on a port the kernel picks; the reply as text.
+std::string http_get(std::uint16_t port, const std::string& request) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  EXPECT_EQ(send(fd, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
+  std::string reply;
+  char buffer[4096];
+  for (ssize_t n; (n = recv(fd, buffer, sizeof(buffer), 0)) > 0;) reply.append(buffer, static_cast<std::size_t>(n));
+  close(fd);
+  return reply;
+}
+
+TEST(MetricsHttp, EndpointServesOverTcpAndStopsWhenDestroyed) {
+  auto address = parse_listen_address("0", false);
+  ASSERT_TRUE(address);
+  auto endpoint = Endpoint::start(*address, []() -> Result<std::string> { return std::string("sluice_up 1\n"); });
+  ASSERT_TRUE(endpoint) << endpoint.error().message;
+  std::uint16_t port = (*endpoint)->port();
+  ASSERT_NE(port, 0);
+  std::string ok = http_get(port, "GET /metrics HTTP/1.0\r\n\r\n");
+  EXPECT_EQ(ok,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: 12\r\n"
+            "Connection: close\r\n\r\nsluice_up 1\n");
+  EXPECT_EQ(http_get(port, "HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n").find("sluice_up"), std::string::npos);
+  EXPECT_EQ(http_get(port, "GET /x HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 404 Not Found\r\n", 0), 0u);
+  endpoint->reset();  // joins the thread; the port is closed
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_NE(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  close(fd);
+}
+
+TEST(MetricsHttp, BindFailureNamesTheAddress) {
+  auto first = Endpoint::start(*parse_listen_address("0", false), []() -> Result<std::string> { return std::string(); });
+  ASSERT_TRUE(first);
+  std::string taken = fmt::format("127.0.0.1:{}", (*first)->port());
+  auto second = Endpoint::start(*parse_listen_address(taken, false), []() -> Result<std::string> { return std::string(); });
+  ASSERT_FALSE(second);
+  EXPECT_NE(second.error().message.find("--metrics " + taken), std::string::npos) << second.error().message;
 }
 
 }  // namespace
