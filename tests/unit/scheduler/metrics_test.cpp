@@ -205,14 +205,22 @@ TEST(MetricsHttp, AnswersOnlyGetMetrics) {
   EXPECT_NE(unavailable.body.find("connection refused"), std::string::npos);
 }
 
-// One GET over a real socket to an endpoint on a port the kernel picks; the reply as text.
-std::string http_get(std::uint16_t port, const std::string& request) {
+// A TCP socket connected to 127.0.0.1:port, or -1.
+int connect_loopback(std::uint16_t port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(port);
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) return fd;
+  close(fd);
+  return -1;
+}
+
+// One request over a real socket; the whole reply as text.
+std::string http_get(std::uint16_t port, const std::string& request) {
+  int fd = connect_loopback(port);
+  EXPECT_GE(fd, 0);
   EXPECT_EQ(send(fd, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
   std::string reply;
   char buffer[4096];
@@ -235,13 +243,7 @@ TEST(MetricsHttp, EndpointServesOverTcpAndStopsWhenDestroyed) {
   EXPECT_EQ(http_get(port, "HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n").find("sluice_up"), std::string::npos);
   EXPECT_EQ(http_get(port, "GET /x HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 404 Not Found\r\n", 0), 0u);
   endpoint->reset();  // joins the thread; the port is closed
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  EXPECT_NE(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  close(fd);
+  EXPECT_EQ(connect_loopback(port), -1);
 }
 
 TEST(MetricsHttp, BindFailureNamesTheAddress) {
