@@ -217,6 +217,16 @@ std::string render(const json& status, const json& ps, const DaemonMetrics& coun
 
   out.family("sluice_unmanaged_launches_total", "counter", "Kernel launches seen outside sluice (not through the shim)");
   out.sample("sluice_unmanaged_launches_total", {}, number_at(status, {"unmanaged", "launches_total"}));
+  out.family("sluice_unmanaged_process_launches_total", "counter",
+             "Kernel launches outside sluice by one traced process (sluiced --trace)");
+  if (status.contains("unmanaged") && status["unmanaged"].is_object() && status["unmanaged"].contains("processes") &&
+      status["unmanaged"]["processes"].is_array()) {
+    for (const json& p : status["unmanaged"]["processes"]) {
+      out.sample("sluice_unmanaged_process_launches_total",
+                 {{"pid", fmt::format("{}", p.value("pid", 0u))}, {"comm", p.value("comm", std::string())}},
+                 number_at(p, {"launches"}));
+    }
+  }
 
   if (status.contains("devices") && status["devices"].is_array()) {
     out.family("sluice_gate_shut", "gauge", "1 while a device's gate is shut (RT active or within the hold-off)");

@@ -99,8 +99,9 @@ class DaemonMetrics {
 const char* invalid_message_reason(protocol::MsgType type);
 
 // A whole scrape: families from the daemon's status and ps replies (control.cpp) and `counted`.
-// The status reply's optional "unmanaged": {"launches_total": N} feeds
-// sluice_unmanaged_launches_total (0 when absent).
+// The status reply's optional "unmanaged": {"launches_total": N, "processes": [{"pid", "comm",
+// "launches"}...]} (sluiced --trace) feeds sluice_unmanaged_launches_total (0 when absent) and
+// sluice_unmanaged_process_launches_total{pid,comm}.
 std::string render(const nlohmann::json& status, const nlohmann::json& ps, const DaemonMetrics& counted);
 
 }  // namespace sluice::sched::metrics

@@ -145,9 +145,16 @@ TEST(MetricsRender, FamiliesFromStatusPsAndCounters) {
 
 TEST(MetricsRender, UnmanagedLaunchesFromTheStatusWhenPresent) {
   json status = sample_status();
-  status["unmanaged"] = {{"launches_total", 42}, {"processes", json::array()}};
-  EXPECT_NE(render(status, sample_ps(), DaemonMetrics()).find("\nsluice_unmanaged_launches_total 42\n"),
-            std::string::npos);
+  status["unmanaged"] = {
+      {"launches_total", 42},
+      {"processes", json::array({{{"pid", 77}, {"comm", "my \"job\""}, {"launches", 40}, {"copies", 3}},
+                                 {{"pid", 78}, {"comm", "b"}, {"launches", 2}, {"copies", 0}}})}};
+  std::string text = render(status, sample_ps(), DaemonMetrics());
+  EXPECT_NE(text.find("\nsluice_unmanaged_launches_total 42\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("\nsluice_unmanaged_process_launches_total{pid=\"77\",comm=\"my \\\"job\\\"\"} 40\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("\nsluice_unmanaged_process_launches_total{pid=\"78\",comm=\"b\"} 2\n"), std::string::npos);
 }
 
 TEST(MetricsAddress, PortAloneIsLoopback) {
