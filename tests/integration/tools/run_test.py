@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scheduler"))
-from harness import expect, run_tests, wait_for  # noqa: E402
+from harness import expect, run_tests, sanitizer_options, wait_for  # noqa: E402
 
 POLICY = {"version": 1, "scheduler": {"be_budget_us": 200, "holdoff_ms": 50},
           "defaults": {"class": "be"},
@@ -33,14 +33,20 @@ def sluice_bin(h):
     return os.path.join(h.build, "tools", "sluice", "sluice")
 
 
+def run_env(h, **extra):
+    """The harness's environment; in an ASan build the programs run with the shim preloaded do not
+    report their own leaks (as the harness's clients)."""
+    return h.env(ASAN_OPTIONS="detect_leaks=0:" + sanitizer_options(os.environ), **extra)
+
+
 def sluice(h, *args, env=None, **kwargs):
-    return subprocess.run([sluice_bin(h), *args], env=env or h.env(), capture_output=True, text=True, timeout=60,
+    return subprocess.run([sluice_bin(h), *args], env=env or run_env(h), capture_output=True, text=True, timeout=60,
                           **kwargs)
 
 
 def start_group(h, *args, extra=None):
     """`sluice run ARGS` in a process group of its own (killed as a whole by stop_group)."""
-    env = h.env(SLUICE_REAL_LIBCUDA=h.bin["fake"], LOADGEN=h.bin["loadgen"], **(extra or {}))
+    env = run_env(h, SLUICE_REAL_LIBCUDA=h.bin["fake"], LOADGEN=h.bin["loadgen"], **(extra or {}))
     return subprocess.Popen([sluice_bin(h), "run", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
@@ -86,11 +92,11 @@ def test_script_children_inherit_class_and_label(h):
 def test_environment_of_the_command(h):
     shim = os.path.realpath(h.bin["shim"])
     show = ["--", "sh", "-c", 'printf "%s|%s|%s" "$LD_PRELOAD" "$SLUICE_CLASS" "$SLUICE_SOCKET"']
-    kept = sluice(h, "run", "--label", "x.1", *show, env=h.env(LD_PRELOAD="libm.so.6"))
+    kept = sluice(h, "run", "--label", "x.1", *show, env=run_env(h, LD_PRELOAD="libm.so.6"))
     expect(kept.returncode == 0 and kept.stdout == f"{shim}:libm.so.6|x.1|{h.socket}",
            f"existing LD_PRELOAD: {kept.stdout!r} {kept.stderr!r}")
     nested = sluice(h, "run", "--", sluice_bin(h), "run", "--class", "be:2", *show,
-                    env=h.env(LD_PRELOAD=f"libm.so.6 {shim}"))
+                    env=run_env(h, LD_PRELOAD=f"libm.so.6 {shim}"))
     expect(nested.stdout == f"libm.so.6 {shim}|be:2|{h.socket}", f"the shim added twice: {nested.stdout!r}")
     other = sluice(h, "run", "--socket", "/nonexistent/s.sock", *show)
     expect(other.stdout == f"{shim}||/nonexistent/s.sock", f"--socket: {other.stdout!r}")
@@ -132,7 +138,7 @@ def test_exit_status_and_errors(h):
                         (["walk"], "unknown command 'walk'")):
         bad = sluice(h, *args)
         expect(bad.returncode == 2 and named in bad.stderr, f"sluice {args}: {bad.returncode} {bad.stderr!r}")
-    no_shim = sluice(h, "run", "--", "true", env=h.env(SLUICE_SHIM="/nonexistent/libsluice.so"))
+    no_shim = sluice(h, "run", "--", "true", env=run_env(h, SLUICE_SHIM="/nonexistent/libsluice.so"))
     expect(no_shim.returncode == 2 and "SLUICE_SHIM=/nonexistent/libsluice.so" in no_shim.stderr,
            f"SLUICE_SHIM: {no_shim.stderr!r}")
 
