@@ -162,7 +162,10 @@ int run(int argc, char** argv) {
                                            "else rt) on stderr, then run it");
   // Everything from the first positional argument on is CMD's, options included.
   run_cmd->prefix_command();
-  run_cmd->footer("Example: sluice run --class be -- torchrun --nproc-per-node 2 train.py");
+  run_cmd->footer("CMD and its arguments follow the options, after --:\n"
+                  "  sluice run [OPTIONS] -- CMD [ARG...]\n"
+                  "  sluice run --class be -- torchrun --nproc-per-node 2 train.py\n"
+                  "Exit status: CMD's; 2 bad arguments or no libsluice.so; 126 CMD not executable; 127 not found");
 
   if (argc > 1 && argv[1][0] != '-' && std::string_view(argv[1]) != "run") {
     fail(kBadInput, fmt::format("unknown command '{}' (sluice run [OPTIONS] -- CMD [ARG...])", argv[1]));
