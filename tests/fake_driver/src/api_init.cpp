@@ -10,6 +10,7 @@
 #include "api.h"
 #include "engine_board.h"
 #include "executor.h"
+#include "report.h"
 #include "sluice/common/clock.h"
 #include "sluice/common/log.h"
 #include "sluice/shim/driver_api.h"
@@ -162,6 +163,7 @@ extern "C" CUresult cuInit(unsigned int flags) {
     if (drv.initialized.load()) return CUDA_SUCCESS;
     drv.config = load_config();
     if (drv.config.trace) drv.tracing = true;
+    arm_exit_report(drv.config);
     drv.start_time = process_start_time(getpid());
     for (int ordinal = 0; ordinal < drv.config.devices; ++ordinal) make_device(drv, ordinal);
     drv.initialized.store(true, std::memory_order_release);

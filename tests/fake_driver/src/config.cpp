@@ -30,6 +30,7 @@ Config load_config() {
   config.gpu_dir = env::get("SLUICE_FAKE_GPU_DIR").value_or("");
   auto trace = env::get_bool("SLUICE_FAKE_TRACE", false);
   config.trace = trace.ok() && *trace;
+  config.report = env::get("SLUICE_FAKE_REPORT").value_or("");
   return config;
 }
 

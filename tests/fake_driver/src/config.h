@@ -14,6 +14,7 @@ struct Config {
   std::string gpu_dir;              // SLUICE_FAKE_GPU_DIR: share devices between processes
   bool trace = false;               // SLUICE_FAKE_TRACE: record the execution trace from cuInit
   std::uint64_t memory_mib = 81920; // SLUICE_FAKE_MEMORY_MIB: device memory of each device
+  std::string report;               // SLUICE_FAKE_REPORT: counters as JSON at exit (%p: the pid)
 };
 
 // Reads the environment. A malformed value is logged and replaced by its default.
