@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <mutex>
 #include <set>
@@ -371,19 +372,48 @@ class DaemonGate final : public ClientGate {
     push(c, done);
   }
 
+  // A full ring means sluiced is behind or stopped. A best-effort producer then waits for room,
+  // ringing sluiced's doorbell, for at most kRingFullWaitNs; an RT producer never waits on
+  // sluiced. A message that still finds no room is dropped and counted (the periodic status
+  // repairs sluiced's view of the work in flight; the work itself is always submitted by this
+  // process), and until the ring has room again later messages do not wait either, so a stopped
+  // daemon costs one bounded wait, not one per launch.
+  static constexpr std::uint64_t kRingFullWaitNs = 100'000'000;
+
   template <typename Msg>
   void push(Connection& c, const Msg& message) noexcept {
-    bool ring = false;
-    {
-      std::lock_guard lock(push_mu_);
-      if (conn_.load(std::memory_order_relaxed) != &c) return;
-      if (c.to_daemon.push(message) != protocol::RingResult::ok) {
-        dropped_.fetch_add(1, std::memory_order_relaxed);
+    std::uint64_t deadline = 0;
+    for (;;) {
+      bool ring = false;
+      protocol::RingResult result = protocol::RingResult::ok;
+      {
+        std::lock_guard lock(push_mu_);
+        if (conn_.load(std::memory_order_relaxed) != &c) return;
+        result = c.to_daemon.push(message);
+        if (result == protocol::RingResult::ok) ring = c.to_daemon.should_ring();
+      }
+      if (result == protocol::RingResult::ok) {
+        if (ring) protocol::ring_doorbell(c.doorbell_to_daemon);
+        ring_stalled_.store(false, std::memory_order_relaxed);
         return;
       }
-      ring = c.to_daemon.should_ring();
+      const std::uint64_t now = now_ns();
+      if (deadline == 0) deadline = now + kRingFullWaitNs;
+      const bool may_wait = result == protocol::RingResult::full &&
+                            cls_.load(std::memory_order_relaxed) != protocol::Class::rt &&
+                            !ring_stalled_.load(std::memory_order_relaxed) && now < deadline &&
+                            !stop_.load(std::memory_order_relaxed);
+      if (!may_wait) {
+        if (result == protocol::RingResult::full && now >= deadline) ring_stalled_.store(true, std::memory_order_relaxed);
+        dropped_.fetch_add(1, std::memory_order_relaxed);
+        SLUICE_LOG_EVERY_SECOND(warn, "the ring to sluiced is {}: a message to it was dropped ({} so far); the work itself is submitted",
+                                result == protocol::RingResult::full ? "full" : "corrupt",
+                                dropped_.load(std::memory_order_relaxed));
+        return;
+      }
+      protocol::ring_doorbell(c.doorbell_to_daemon);
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
     }
-    if (ring) protocol::ring_doorbell(c.doorbell_to_daemon);
   }
 
   void push_op(Connection& c, const OpDesc& op, protocol::OpState state, std::uint64_t submit_ns,
@@ -697,6 +727,7 @@ class DaemonGate final : public ClientGate {
   std::atomic<std::uint64_t> connects_{0}, decisions_{0}, dropped_{0}, samples_sent_{0};
   std::atomic<bool> unreachable_logged_{false};
   std::atomic<bool> stop_{false};
+  std::atomic<bool> ring_stalled_{false};  // a push to sluiced timed out on a full ring
   int wake_fd_ = -1;
   std::thread thread_;
   // The gate's thread only.

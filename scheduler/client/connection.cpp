@@ -1,5 +1,6 @@
 #include "connection.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -35,46 +36,67 @@ Result<std::unique_ptr<Connection>> handshake(const std::string& path, const pro
     return make_error("{}: welcome of {} bytes, expected {}", path, frame->bytes.size(), sizeof(welcome));
   }
   std::memcpy(&welcome, frame->bytes.data(), sizeof(welcome));
-  std::string reason(welcome.reason, strnlen(welcome.reason, sizeof(welcome.reason)));
-  if (welcome.magic != protocol::kMagic) {
+  if (auto accepted = check_welcome(welcome, fds.size()); !accepted) {
     protocol::close_fds(fds);
-    return make_error("{}: not sluiced (magic {:#x})", path, welcome.magic);
+    return std::move(accepted).take_error().context(path);
   }
-  if (welcome.status != protocol::WelcomeStatus::ok) {
-    protocol::close_fds(fds);
-    return make_error("{}: sluiced refused the connection: {}", path, reason);
-  }
-  if (fds.size() != protocol::kWelcomeFds) {
-    protocol::close_fds(fds);
-    return make_error("{}: welcome carried {} descriptors, expected {}", path, fds.size(), protocol::kWelcomeFds);
-  }
-  int memfd = fds[0];
   connection->doorbell_to_daemon = fds[1];
   connection->doorbell_to_client = fds[2];
-  auto mapping = protocol::Mapping::map(memfd, welcome.segment_bytes);
-  close(memfd);
-  if (!mapping) return std::move(mapping).take_error().context(path);
-  auto layout = protocol::read_layout(mapping->base(), mapping->size());
-  if (!layout) return std::move(layout).take_error().context(path);
-  const auto* header = reinterpret_cast<const protocol::SegmentHeader*>(mapping->base());
-  if (header->daemon_epoch != welcome.daemon_epoch || header->client_id != welcome.client_id) {
-    return make_error("{}: segment belongs to another connection", path);
+  if (auto attached = attach_segment(*connection, welcome, fds[0]); !attached) {
+    return std::move(attached).take_error().context(path);
   }
-  connection->mapping = std::move(*mapping);
-  connection->view = protocol::SegmentView::over(connection->mapping.base(), *layout);
-  connection->to_daemon = protocol::RingWriter(connection->view.to_daemon, connection->view.to_daemon_slots,
-                                               layout->to_daemon_slots);
-  connection->from_daemon = protocol::RingReader(connection->view.to_client, connection->view.to_client_slots,
-                                                 layout->to_client_slots);
   connection->epoch = welcome.daemon_epoch;
   connection->client_id = welcome.client_id;
   connection->cls = welcome.cls;
-  connection->rule = reason;
+  connection->rule = std::string(welcome.reason, strnlen(welcome.reason, sizeof(welcome.reason)));
   connection->mps_pipe_dir = protocol::read_mps_pipe_dir(connection->mapping.base());
   return connection;
 }
 
 }  // namespace
+
+Status check_welcome(const protocol::Welcome& welcome, std::size_t fds) {
+  std::string reason(welcome.reason, strnlen(welcome.reason, sizeof(welcome.reason)));
+  if (welcome.magic != protocol::kMagic) return make_error("not sluiced (magic {:#x})", welcome.magic);
+  if (welcome.status != protocol::WelcomeStatus::ok) return make_error("sluiced refused the connection: {}", reason);
+  if (fds != protocol::kWelcomeFds) {
+    return make_error("welcome carried {} descriptors, expected {}", fds, protocol::kWelcomeFds);
+  }
+  if (welcome.segment_bytes < protocol::kHeaderBytes || welcome.segment_bytes > kMaxSegmentBytes) {
+    return make_error("welcome announces a segment of {} bytes (expected {} to {})", welcome.segment_bytes,
+                      protocol::kHeaderBytes, kMaxSegmentBytes);
+  }
+  return {};
+}
+
+Status attach_segment(Connection& connection, const protocol::Welcome& welcome, int memfd) {
+  // A segment shorter than announced would fault (SIGBUS) at the first access past its end: check
+  // the file's size before mapping it.
+  struct stat st {};
+  const bool sized = fstat(memfd, &st) == 0 && st.st_size >= 0 &&
+                     static_cast<std::uint64_t>(st.st_size) >= welcome.segment_bytes;
+  const auto file_bytes = static_cast<long long>(st.st_size);
+  if (!sized) {
+    close(memfd);
+    return make_error("segment file of {} bytes, the welcome announces {}", file_bytes, welcome.segment_bytes);
+  }
+  auto mapping = protocol::Mapping::map(memfd, welcome.segment_bytes);
+  close(memfd);
+  if (!mapping) return std::move(mapping).take_error();
+  auto layout = protocol::read_layout(mapping->base(), mapping->size());
+  if (!layout) return std::move(layout).take_error();
+  const auto* header = reinterpret_cast<const protocol::SegmentHeader*>(mapping->base());
+  if (header->daemon_epoch != welcome.daemon_epoch || header->client_id != welcome.client_id) {
+    return make_error("segment belongs to another connection");
+  }
+  connection.mapping = std::move(*mapping);
+  connection.view = protocol::SegmentView::over(connection.mapping.base(), *layout);
+  connection.to_daemon = protocol::RingWriter(connection.view.to_daemon, connection.view.to_daemon_slots,
+                                              layout->to_daemon_slots);
+  connection.from_daemon = protocol::RingReader(connection.view.to_client, connection.view.to_client_slots,
+                                                layout->to_client_slots);
+  return {};
+}
 
 Connection::~Connection() {
   for (int fd : {socket_fd, doorbell_to_daemon, doorbell_to_client}) {

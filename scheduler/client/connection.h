@@ -35,6 +35,17 @@ struct Connection {
   std::string mps_pipe_dir;  // the daemon's MPS pipe directory ("" outside mps mode)
 };
 
+// The largest segment a client maps (the default layout needs about 1 MiB).
+inline constexpr std::uint64_t kMaxSegmentBytes = std::uint64_t{64} << 20;
+
+// The handshake's checks of what sluiced sent, in order; each error says what is wrong. Also fed
+// arbitrary bytes by tests/fuzz/handshake.
+//   check_welcome: the welcome (magic, status, segment size) and the number of descriptors;
+//   attach_segment: maps `memfd` (always closed) after checking that the file is as large as the
+//   welcome says, reads and checks the layout, and sets `connection`'s mapping, view and rings.
+Status check_welcome(const protocol::Welcome& welcome, std::size_t fds);
+Status attach_segment(Connection& connection, const protocol::Welcome& welcome, int memfd);
+
 // Tries each path in order; the error names every path and why it failed. A daemon in mps mode
 // announces its MPS pipe directory; the first connection sets CUDA_MPS_PIPE_DIRECTORY to it
 // (apply_mps_pipe_dir) unless the process has one of its own.
