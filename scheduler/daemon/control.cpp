@@ -1,6 +1,8 @@
 // sluicectl's requests (see sluice/scheduler/control.h).
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "server_impl.h"
 #include "sluice/common/clock.h"
 #include "sluice/common/log.h"
@@ -26,7 +28,13 @@ json micros(std::uint64_t ns) {
 }  // namespace
 
 bool Server::Impl::privileged(const Session& session) const {
-  return session.peer.uid == 0 || session.peer.uid == geteuid();
+  if (session.peer.uid == 0 || session.peer.uid == geteuid()) return true;
+  // sluiced --admin-group: members of the group (primary or supplementary when they connected, as
+  // the kernel reports them) may use the mutating requests too.
+  if (!options_.admin_group) return false;
+  const auto& groups = session.peer.groups;
+  return session.peer.gid == *options_.admin_group ||
+         std::find(groups.begin(), groups.end(), *options_.admin_group) != groups.end();
 }
 
 void Server::Impl::on_control(Session& session, const std::string& frame) {

@@ -45,7 +45,21 @@ Result<PeerCredentials> peer_credentials(int socket_fd) {
   if (getsockopt(socket_fd, SOL_SOCKET, SO_PEERCRED, &cred, &length) != 0) {
     return make_error("SO_PEERCRED: {}", std::strerror(errno));
   }
-  return PeerCredentials{cred.pid, cred.uid, cred.gid};
+  PeerCredentials peer{cred.pid, cred.uid, cred.gid, {}};
+  // Supplementary groups as the kernel saw them at connect (for --admin-group). Without
+  // SO_PEERGROUPS (kernels before 4.13) only the primary group counts.
+  std::vector<gid_t> groups(64);
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    socklen_t bytes = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
+    if (getsockopt(socket_fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &bytes) == 0) {
+      groups.resize(bytes / sizeof(gid_t));
+      peer.groups = std::move(groups);
+      break;
+    }
+    if (errno != ERANGE) break;
+    groups.resize(bytes / sizeof(gid_t) + 1);
+  }
+  return peer;
 }
 
 Result<ClientIdentity> read_identity(const PeerCredentials& peer) {

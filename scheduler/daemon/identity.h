@@ -4,6 +4,8 @@
 
 #include <sys/types.h>
 
+#include <vector>
+
 #include "sluice/common/result.h"
 #include "sluice/scheduler/policy.h"
 
@@ -13,6 +15,7 @@ struct PeerCredentials {
   pid_t pid = 0;
   uid_t uid = 0;
   gid_t gid = 0;
+  std::vector<gid_t> groups;  // supplementary groups at connect time (SO_PEERGROUPS); may be empty
 };
 
 Result<PeerCredentials> peer_credentials(int socket_fd);

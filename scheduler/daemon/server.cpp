@@ -270,13 +270,13 @@ void Server::Impl::finish_sleep() {
 bool Server::Impl::drain_rings(std::uint64_t now) {
   bool more = false;
   protocol::Slot batch[kBatch];
-  std::vector<ClientId> broken;
+  std::vector<std::pair<ClientId, const char*>> broken;  // evicted, and why
   for (auto& [id, client] : clients_) {
     bool corrupt = false;
     std::size_t count = client->from_client.pop_batch(batch, kBatch, corrupt);
     if (corrupt) {
       metrics_.note_protocol_error("ring_corrupt");
-      broken.push_back(id);
+      broken.emplace_back(id, "evicted: the head index of its ring to sluiced is out of range (ring corrupt)");
       continue;
     }
     more = more || count == kBatch;
@@ -301,10 +301,10 @@ bool Server::Impl::drain_rings(std::uint64_t now) {
     }
     if (client->invalid >= kInvalidLimit) {
       metrics_.note_protocol_error("too_many_invalid");
-      broken.push_back(id);
+      broken.emplace_back(id, "evicted: too many bad messages");
     }
   }
-  for (ClientId id : broken) drop_client(id, "its ring is corrupt or it sends too many bad messages");
+  for (auto [id, why] : broken) drop_client(id, why);
   return more;
 }
 
@@ -530,10 +530,15 @@ Status Server::Impl::admit_shim(Session& session, const protocol::Hello& hello) 
   client->identity = *identity;
 
   const protocol::SegmentLayout layout = protocol::default_layout();
-  Fd memfd(memfd_create(fmt::format("sluice-client-{}", client->id).c_str(), MFD_CLOEXEC));
+  Fd memfd(memfd_create(fmt::format("sluice-client-{}", client->id).c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (!memfd) return make_error("memfd_create: {}", std::strerror(errno));
   if (ftruncate(memfd.get(), static_cast<off_t>(layout.segment_bytes)) != 0) {
     return make_error("ftruncate of the client segment: {}", std::strerror(errno));
+  }
+  // The client gets the memfd read-write; sealed, it cannot shrink it under sluiced's mapping
+  // (which would make sluiced's next ring access fault).
+  if (fcntl(memfd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+    return make_error("sealing the client segment: {}", std::strerror(errno));
   }
   auto mapping = protocol::Mapping::map(memfd.get(), layout.segment_bytes);
   if (!mapping) return std::move(mapping).take_error();

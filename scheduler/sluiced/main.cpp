@@ -6,6 +6,8 @@
 //   4. load the policy, bind the socket, start MPS and, with --trace, sluice-trace (Server::start)
 //   5. tell systemd (Type=notify) that it is ready, with a watchdog ping from the loop
 //   6. serve until SIGTERM/SIGINT (then quit the MPS control daemon); SIGHUP reloads the policy
+#include <grp.h>
+
 #include <CLI/CLI.hpp>
 
 #include <charconv>
@@ -40,6 +42,20 @@ sluice::Result<std::vector<int>> parse_devices(const std::string& text) {
   return devices;
 }
 
+// --admin-group: a group name, or a number.
+sluice::Result<gid_t> parse_group(const std::string& text) {
+  unsigned long number = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), number);
+  if (ec == std::errc() && ptr == text.data() + text.size() && number < 0xffffffffUL) return static_cast<gid_t>(number);
+  std::vector<char> buffer(16384);
+  group entry{};
+  group* found = nullptr;
+  if (getgrnam_r(text.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 || found == nullptr) {
+    return sluice::make_error("--admin-group '{}': no such group", text);
+  }
+  return found->gr_gid;
+}
+
 int run(int argc, char** argv) {
   CLI::App app{"sluiced: gives real-time GPU work priority over best-effort work"};
   std::string policy, socket, gpus = "all", level, mode = "timeslice", mps_control, metrics;
@@ -53,17 +69,20 @@ int run(int argc, char** argv) {
                                  "best-effort work while RT is active; auto: mps, or timeslice with a warning when "
                                  "MPS does not start");
   app.add_flag("--mps", mps_flag, "same as --mode mps");
+  std::string admin_group;
+  app.add_option("--admin-group", admin_group, "a group (name or number) whose members may reload the policy "
+                                               "and set any client's class, besides root and sluiced's user");
   app.add_option("--mps-control", mps_control, "the MPS control program (default: $SLUICE_MPS_CONTROL, else "
                                                "nvidia-cuda-mps-control on PATH)");
+  app.add_option("--metrics", metrics, "serve Prometheus metrics at http://ADDRESS/metrics: PORT (127.0.0.1), "
+                                      "HOST:PORT or [V6]:PORT (default: off; docs/operations.md)");
+  app.add_flag("--metrics-any-address", metrics_any, "allow --metrics on a non-loopback address");
   std::string trace_driver;
   CLI::Option* trace = app.add_option("--trace", trace_driver, "report GPU processes that bypass sluice: run sluice-trace "
                                                                "on DRIVER (default: the real libcuda.so.1); needs root "
                                                                "or CAP_BPF + CAP_PERFMON (docs/operations.md)")
                            ->expected(0, 1)
                            ->type_name("[=DRIVER]");
-  app.add_option("--metrics", metrics, "serve Prometheus metrics at http://ADDRESS/metrics: PORT (127.0.0.1), "
-                                      "HOST:PORT or [V6]:PORT (default: off; docs/operations.md)");
-  app.add_flag("--metrics-any-address", metrics_any, "allow --metrics on a non-loopback address");
   CLI11_PARSE(app, argc, argv);
 
   sluice::log::set_component("sluiced");
@@ -91,6 +110,14 @@ int run(int argc, char** argv) {
     return 2;
   }
   options.devices = *devices;
+  if (!admin_group.empty()) {
+    auto gid = parse_group(admin_group);
+    if (!gid) {
+      sluice::log::error("{}", gid.error().message);
+      return 2;
+    }
+    options.admin_group = *gid;
+  }
   options.handle_signals = true;
   options.trace = trace->count() > 0;
   options.trace_driver = trace_driver;

@@ -5,6 +5,8 @@
 // Thread rules: run() on one thread; stop() and reload() from any thread (they only wake run()).
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -28,10 +30,9 @@ struct ServerOptions {
   protocol::SharingMode mode = protocol::SharingMode::timeslice;
   MpsOptions mps;
   bool mps_fallback = false;  // mps mode that cannot start MPS runs in timeslice mode (warns)
-  // Prometheus metrics over HTTP (docs/operations.md): "PORT", "HOST:PORT" or "[V6]:PORT"; empty:
-  // off. A non-loopback host needs metrics_any_address.
-  std::string metrics_address;
-  bool metrics_any_address = false;
+  // --admin-group: besides root and sluiced's own user, members of this group may use the mutating
+  // control requests (policy reload, set-class of any client).
+  std::optional<gid_t> admin_group;
   // sluiced --trace: run sluice-trace (trace_program; empty: next to sluiced, else on PATH) on
   // trace_driver (empty: the real libcuda.so.1) and report processes that bypass sluice.
   bool trace = false;
@@ -40,6 +41,10 @@ struct ServerOptions {
   // Called by run() on every pass of its loop (at least once a second), on run()'s thread, with the
   // monotonic time in ns: sluiced's systemd watchdog, so that a stuck loop stops the pings.
   std::function<void(std::uint64_t now_ns)> on_loop;
+  // Prometheus metrics over HTTP (docs/operations.md): "PORT", "HOST:PORT" or "[V6]:PORT"; empty:
+  // off. A non-loopback host needs metrics_any_address.
+  std::string metrics_address;
+  bool metrics_any_address = false;
 };
 
 class Server {
