@@ -617,6 +617,23 @@ TEST_F(RouteTest, StreamPrioritiesFollowTheClass) {
   EXPECT_EQ(legacy, 0);
 }
 
+TEST_F(RouteTest, StreamPrioritiesSwitchedOffKeepTheApplicationsOwn) {
+  engine->set_gate(nullptr);
+  EngineOptions options;
+  options.stream_priority = false;  // SLUICE_STREAM_PRIORITY=off
+  engine = std::make_unique<Engine>(*cu, options);
+  route = std::make_unique<RouteGate>(*engine);
+  engine->set_gate(route.get());
+  int least = 0;
+  int greatest = 0;
+  ASSERT_CU_OK(cu->cuCtxGetStreamPriorityRange(&least, &greatest));
+  route->set_class(StreamClass::rt);
+  EXPECT_EQ(engine->stream_priority(least), least);
+  route->set_class(StreamClass::be);
+  EXPECT_EQ(engine->stream_priority(greatest), greatest);
+  EXPECT_EQ(engine->stats().snapshot().priority_overrides, 0u);
+}
+
 TEST_F(RouteTest, AMirrorHasThePriorityOfItsStream) {
   int least = 0;
   int greatest = 0;
