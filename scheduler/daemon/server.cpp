@@ -107,7 +107,18 @@ Status Server::Impl::bind() {
     listen_fd_.reset();
     return make_error("{}: cannot bind: {}", options_.socket_path, std::strerror(err));
   }
-  chmod(options_.socket_path.c_str(), geteuid() == 0 ? 0666 : 0600);
+  if (options_.socket_group) {
+    if (chown(options_.socket_path.c_str(), static_cast<uid_t>(-1), *options_.socket_group) != 0) {
+      int err = errno;
+      listen_fd_.reset();
+      unlink(options_.socket_path.c_str());
+      return make_error("{}: cannot give the socket to group {}: {}", options_.socket_path,
+                        *options_.socket_group, std::strerror(err));
+    }
+    chmod(options_.socket_path.c_str(), 0660);
+  } else {
+    chmod(options_.socket_path.c_str(), geteuid() == 0 ? 0666 : 0600);
+  }
   if (listen(listen_fd_.get(), 128) != 0) return make_error("listen(): {}", std::strerror(errno));
 
   epoll_fd_ = Fd(epoll_create1(EPOLL_CLOEXEC));

@@ -70,6 +70,10 @@ int run(int argc, char** argv) {
                                  "MPS does not start");
   app.add_flag("--mps", mps_flag, "same as --mode mps");
   std::string admin_group;
+  std::string socket_group;
+  app.add_option("--socket-group", socket_group, "a group (name or number) that owns the control socket, mode "
+                                                 "0660: only its members and root may connect (default: 0666 "
+                                                 "as root, every request authorised from the caller's credentials)");
   app.add_option("--admin-group", admin_group, "a group (name or number) whose members may reload the policy "
                                                "and set any client's class, besides root and sluiced's user");
   app.add_option("--mps-control", mps_control, "the MPS control program (default: $SLUICE_MPS_CONTROL, else "
@@ -117,6 +121,14 @@ int run(int argc, char** argv) {
       return 2;
     }
     options.admin_group = *gid;
+  }
+  if (!socket_group.empty()) {
+    auto gid = parse_group(socket_group);
+    if (!gid) {
+      sluice::log::error("{}", gid.error().message);
+      return 2;
+    }
+    options.socket_group = *gid;
   }
   options.handle_signals = true;
   options.trace = trace->count() > 0;

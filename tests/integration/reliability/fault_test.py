@@ -328,6 +328,24 @@ def test_permissions_of_another_uid(h):
     print("    another uid: status 0, reload 4, set-class 4, /proc descriptors 0 opened; admin group: 0")
 
 
+def test_socket_group_makes_the_socket_0660(h):
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        print("    skipped: needs root and setpriv (util-linux) to act as a second uid")
+        return
+    group = 4243
+    h.start_daemon(POLICY, args=("--gpu", "0", "--socket-group", str(group)))
+    os.chmod(h.work, 0o755)
+    st = os.stat(h.socket)
+    expect(st.st_mode & 0o777 == 0o660 and st.st_gid == group,
+           f"socket mode {st.st_mode & 0o777:o} group {st.st_gid}: expected 660 and group {group}")
+    ctl = [h.bin["sluicectl"], "--socket", h.socket, "status"]
+    outsider = as_nobody(*ctl)
+    expect(outsider.returncode == 4, f"a uid outside the socket's group was not refused permission: {outsider.returncode}")
+    member = as_nobody(*ctl, groups=[group])
+    expect(member.returncode == 0, f"a member of the socket's group was refused: {member.returncode} {member.stderr}")
+    print(f"    --socket-group {group}: mode 660, outsider exit {outsider.returncode}, member exit 0")
+
+
 # PTX that the driver loads (one entry, a u64 parameter) but that the kill rewriter cannot
 # instrument: its body is not PTX.
 BAD_PTX = """.version 7.8
@@ -384,5 +402,6 @@ if __name__ == "__main__":
         test_bad_policy_reload_keeps_the_old_policy,
         test_hostile_client_is_evicted_and_others_keep_being_scheduled,
         test_permissions_of_another_uid,
+        test_socket_group_makes_the_socket_0660,
         test_bad_ptx_and_corrupt_fatbin_in_the_kill_path_run_uninstrumented,
     ] if not chosen or any(c in t.__name__ for c in chosen)], sys.argv[1]))

@@ -33,6 +33,10 @@ struct ServerOptions {
   // --admin-group: besides root and sluiced's own user, members of this group may use the mutating
   // control requests (policy reload, set-class of any client).
   std::optional<gid_t> admin_group;
+  // --socket-group: the control socket belongs to this group with mode 0660, so that only its
+  // members (and root) connect. Without it a root daemon's socket is 0666 and every request is
+  // authorised from the caller's credentials.
+  std::optional<gid_t> socket_group;
   // sluiced --trace: run sluice-trace (trace_program; empty: next to sluiced, else on PATH) on
   // trace_driver (empty: the real libcuda.so.1) and report processes that bypass sluice.
   bool trace = false;
