@@ -114,21 +114,14 @@ int run(int argc, char** argv) {
     return 2;
   }
   options.devices = *devices;
-  if (!admin_group.empty()) {
-    auto gid = parse_group(admin_group);
+  for (auto [text, out] : {std::pair{&admin_group, &options.admin_group}, std::pair{&socket_group, &options.socket_group}}) {
+    if (text->empty()) continue;
+    auto gid = parse_group(*text);
     if (!gid) {
       sluice::log::error("{}", gid.error().message);
       return 2;
     }
-    options.admin_group = *gid;
-  }
-  if (!socket_group.empty()) {
-    auto gid = parse_group(socket_group);
-    if (!gid) {
-      sluice::log::error("{}", gid.error().message);
-      return 2;
-    }
-    options.socket_group = *gid;
+    *out = *gid;
   }
   options.handle_signals = true;
   options.trace = trace->count() > 0;
