@@ -282,13 +282,21 @@ def as_nobody(*cmd, groups=None):
     return subprocess.run(prefix + list(cmd), capture_output=True, text=True, timeout=30)
 
 
-def test_permissions_of_another_uid(h):
+def daemon_for_a_second_uid(h, *args):
+    """sluiced with args, its socket's directory reachable by every user (as /run/sluice is);
+    False where this process cannot act as another uid."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         print("    skipped: needs root and setpriv (util-linux) to act as a second uid")
-        return
+        return False
+    h.start_daemon(POLICY, args=("--gpu", "0", *args))
+    os.chmod(h.work, 0o755)
+    return True
+
+
+def test_permissions_of_another_uid(h):
     admin_gid = 4242
-    h.start_daemon(POLICY, args=("--gpu", "0", "--admin-group", str(admin_gid)))
-    os.chmod(h.work, 0o755)  # the socket's directory: reachable by every user, as /run/sluice is
+    if not daemon_for_a_second_uid(h, "--admin-group", str(admin_gid)):
+        return
     clients = Clients(h)
     rt = clients.start("rt", 6, period_us=2000, kernel_us=50)
     wait_for(lambda: h.clients_by_pid().get(rt.pid, {}).get("class") == "rt", 10, "root's RT client connected")
@@ -329,12 +337,9 @@ def test_permissions_of_another_uid(h):
 
 
 def test_socket_group_makes_the_socket_0660(h):
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        print("    skipped: needs root and setpriv (util-linux) to act as a second uid")
-        return
     group = 4243
-    h.start_daemon(POLICY, args=("--gpu", "0", "--socket-group", str(group)))
-    os.chmod(h.work, 0o755)
+    if not daemon_for_a_second_uid(h, "--socket-group", str(group)):
+        return
     st = os.stat(h.socket)
     expect(st.st_mode & 0o777 == 0o660 and st.st_gid == group,
            f"socket mode {st.st_mode & 0o777:o} group {st.st_gid}: expected 660 and group {group}")
