@@ -14,6 +14,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from binaries import binaries  # noqa: E402
 
 
+def sanitized(library):
+    """Whether a library was built with ASan or TSan. Such a shim cannot be preloaded into an
+    uninstrumented program (this Python, sh): the sanitizer runtime would have to come first, so
+    tests that do that are skipped in sanitized builds."""
+    with open(library, "rb") as f:
+        data = f.read()
+    return b"__asan_init" in data or b"__tsan_init" in data
+
+
 def sanitizer_options(env):
     """In an ASan build, clients run with libsluice.so preloaded ahead of the ASan runtime, and leak
     reports of the host programs are not sluice's to fix; sluiced keeps its own leak checks."""

@@ -19,7 +19,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import ROLE_SHIM, Control, expect, frame, hello, run_tests, wait_for  # noqa: E402
+from harness import ROLE_SHIM, Control, expect, frame, hello, run_tests, sanitized, wait_for  # noqa: E402
 
 FAKE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_mps_control.py")
 RT_RULE = {"name": "loadgen-rt", "match": {"exe": "sluice-loadgen", "cmdline": "* rt *"}, "class": "rt"}
@@ -177,13 +177,6 @@ class RawShimClient:
         struct.pack_into("<Q", self.segment, self.ring, head + 1)
         os.write(self.doorbell, struct.pack("<Q", 1))
 
-
-def sanitized(library):
-    """Whether a library was built with ASan or TSan: this Python process cannot load it then (the
-    sanitizer runtime would have to come first), so tests that load it here are skipped."""
-    with open(library, "rb") as f:
-        data = f.read()
-    return b"__asan_init" in data or b"__tsan_init" in data
 
 
 def test_kill_word_of_a_registered_client_is_written_and_lowered(h):
