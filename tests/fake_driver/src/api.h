@@ -15,13 +15,24 @@
 #include <new>
 
 #include "driver.h"
+#include "sluice/common/clock.h"
 
 namespace sluice::fake::api {
 
 void charge_launch_cost(const Driver& drv);
 
+// Nanoseconds the calling thread has spent inside the fake's entry points
+// (sluice_fake_thread_driver_ns): a program above a shim subtracts it to see the shim's own time.
+inline thread_local std::uint64_t t_driver_ns = 0;
+
+struct DriverTime {
+  const std::uint64_t start = now_ns();
+  ~DriverTime() { t_driver_ns += now_ns() - start; }
+};
+
 template <typename Body>
 CUresult call(Body&& body) {
+  const DriverTime timed;
   try {
     Driver& drv = driver();
     drv.counters.api_calls.fetch_add(1, std::memory_order_relaxed);

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "api.h"
 #include "driver.h"
 #include "executor.h"
 
@@ -129,6 +130,8 @@ extern "C" void sluice_fake_counters_get(sluice_fake_counters* out, size_t size)
 #undef SLUICE_FAKE_COPY_COUNTER
   std::memcpy(out, &counters, std::min(size, sizeof(counters)));
 }
+
+extern "C" uint64_t sluice_fake_thread_driver_ns(void) { return api::t_driver_ns; }
 
 extern "C" void sluice_fake_reset(void) {
   guarded(

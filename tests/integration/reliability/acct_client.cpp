@@ -11,8 +11,15 @@
 //     launch call itself took); be: keeps D launches in flight. SIGTERM or SIGINT end the run
 // early, cleanly. It prints (or writes to FILE) one JSON object:
 //   launched, failed_calls, logged, distinct, lost, duplicated, out_of_order,
-//   launch_call_us and latency_us (max, p99, p50, count), fake (the fake driver's counters).
-// Exit status: 0 when nothing was lost, duplicated or reordered; 3 otherwise; 1 on a driver error.
+//   launch_call_us and latency_us (max, p99, p50, count), fake (the fake driver's counters),
+//   launch_call_own_us: each launch call's time less the time its thread waited for a CPU (the
+//   run-queue delay of /proc/thread-self/schedstat) and less the time it spent inside the driver
+//   below the shim (sluice_fake_thread_driver_ns): the shim's own time, told apart from an
+//   overloaded machine's scheduling and from the fake device's locks; absent where either figure
+//   is not available. slowest_launch_call_at_s: when, in the run, the slowest call began;
+//   slowest_own_call: the call with the most own time, {us, at_s, voluntary_switches}: a call
+//   that never blocked (no voluntary context switch) cannot have waited on anything, however
+//   long a virtual machine's stolen time made it.
 //
 // --extra-module loads another image first (as programs load many modules; for the kill path's
 // handling of bad PTX and corrupt fatbins) and never launches from it. --ptx launches NAME
@@ -23,6 +30,8 @@
 // Linked to libcuda.so.1 (the fake's file); with LD_PRELOAD=libsluice.so the shim answers.
 #include <cuda.h>
 #include <dlfcn.h>
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -77,6 +86,37 @@ std::uint64_t now_ns() {
                                         .count());
 }
 
+// The calling thread's total run-queue wait in ns (the second field of schedstat), or -1 when the
+// kernel does not report it. The descriptor stays open: one pread per reading.
+class RunQueueClock {
+ public:
+  RunQueueClock() : fd_(open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC)) {}
+  ~RunQueueClock() {
+    if (fd_ >= 0) close(fd_);
+  }
+  RunQueueClock(const RunQueueClock&) = delete;
+  RunQueueClock& operator=(const RunQueueClock&) = delete;
+
+  long long waited_ns() const {
+    if (fd_ < 0) return -1;
+    char text[128];
+    const ssize_t n = pread(fd_, text, sizeof(text) - 1, 0);
+    if (n <= 0) return -1;
+    text[n] = '\0';
+    unsigned long long cpu = 0, waited = 0;
+    return std::sscanf(text, "%llu %llu", &cpu, &waited) == 2 ? static_cast<long long>(waited) : -1;
+  }
+
+ private:
+  int fd_;
+};
+
+// The calling thread's voluntary context switches so far (it blocked: a lock, a sleep, a wait).
+long voluntary_switches() {
+  rusage usage{};
+  return getrusage(RUSAGE_THREAD, &usage) == 0 ? usage.ru_nvcsw : -1;
+}
+
 std::string summary(std::vector<double> values) {
   if (values.empty()) return "{\"count\": 0}";
   std::sort(values.begin(), values.end());
@@ -97,11 +137,15 @@ std::string read_file(const std::string& path) {
 
 // The fake driver's counters of this process, found by path under the shim (SLUICE_REAL_LIBCUDA)
 // or as the libcuda.so.1 this program was linked to; all zero elsewhere.
-sluice_fake_counters fake_counters(bool* found = nullptr) {
+void* fake_symbol(const char* name) {
   const char* real = std::getenv("SLUICE_REAL_LIBCUDA");
   void* fake = dlopen(real != nullptr ? real : "libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+  return fake != nullptr ? dlsym(fake, name) : nullptr;
+}
+
+sluice_fake_counters fake_counters(bool* found = nullptr) {
   using Get = void (*)(sluice_fake_counters*, size_t);
-  auto get = fake != nullptr ? reinterpret_cast<Get>(dlsym(fake, "sluice_fake_counters_get")) : nullptr;
+  auto get = reinterpret_cast<Get>(fake_symbol("sluice_fake_counters_get"));
   sluice_fake_counters c{};
   if (get != nullptr) get(&c, sizeof(c));
   if (found != nullptr) *found = get != nullptr;
@@ -163,16 +207,43 @@ int run(const Options& o) {
   for (auto& e : ring) check(cuEventCreate(&e, CU_EVENT_DISABLE_TIMING), "cuEventCreate");
   std::uint32_t launched = 0, failed_calls = 0;
   std::uint64_t completed = 0;
-  std::vector<double> call_us, latency_us;
+  std::vector<double> call_us, call_own_us, latency_us;
+  const RunQueueClock run_queue;  // this thread's: every launch is made from it
+  using DriverNs = std::uint64_t (*)();
+  const auto driver_ns = reinterpret_cast<DriverNs>(fake_symbol("sluice_fake_thread_driver_ns"));
+  double slowest_call_us = 0, slowest_call_at_s = 0;  // when the slowest launch call began
+  double slowest_own_us = -1, slowest_own_at_s = 0;
+  long slowest_own_switches = 0;
   const std::uint64_t begin = now_ns();
   const std::uint64_t stop = begin + static_cast<std::uint64_t>(o.duration_s * 1e9);
   auto launch = [&](std::uint32_t tag) {
     void* logged_params[] = {&log, &tag};
     void* spin_params[] = {&spin_ns};
     void** params = logging ? logged_params : spin_params;
+    const long switches0 = voluntary_switches();
+    const long long waited0 = run_queue.waited_ns();
+    const std::uint64_t driver0 = driver_ns != nullptr ? driver_ns() : 0;
     const std::uint64_t t0 = now_ns();
     const CUresult result = cuLaunchKernel(append, 1, 1, 1, 32, 1, 1, 0, stream, params, nullptr);
-    call_us.push_back(static_cast<double>(now_ns() - t0) / 1000.0);
+    const double took_us = static_cast<double>(now_ns() - t0) / 1000.0;
+    const std::uint64_t driver1 = driver_ns != nullptr ? driver_ns() : 0;
+    const long long waited1 = run_queue.waited_ns();
+    const long switches1 = voluntary_switches();
+    if (call_us.empty() || took_us > slowest_call_us) {
+      slowest_call_us = took_us;
+      slowest_call_at_s = static_cast<double>(t0 - begin) / 1e9;
+    }
+    call_us.push_back(took_us);
+    if (driver_ns != nullptr && waited0 >= 0 && waited1 >= waited0) {
+      const double not_shim_us = static_cast<double>(waited1 - waited0 + static_cast<long long>(driver1 - driver0)) / 1000.0;
+      const double own_us = std::max(0.0, took_us - not_shim_us);
+      call_own_us.push_back(own_us);
+      if (own_us > slowest_own_us) {
+        slowest_own_us = own_us;
+        slowest_own_at_s = static_cast<double>(t0 - begin) / 1e9;
+        slowest_own_switches = switches1 - switches0;
+      }
+    }
     return result;
   };
   while (!g_stop.load() && now_ns() < stop && launched + 1 < capacity) {
@@ -255,7 +326,15 @@ int run(const Options& o) {
                 static_cast<unsigned long long>(distinct), static_cast<unsigned long long>(lost),
                 static_cast<unsigned long long>(duplicated), static_cast<unsigned long long>(out_of_order),
                 static_cast<unsigned long long>(foreign), first_missing, static_cast<double>(now_ns() - begin) / 1e9);
-  const std::string json = std::string(head) + "\"launch_call_us\": " + summary(call_us) +
+  std::string own_json;
+  if (!call_own_us.empty() && call_own_us.size() == call_us.size()) {
+    char slowest[160];
+    std::snprintf(slowest, sizeof(slowest), ", \"slowest_own_call\": {\"us\": %.1f, \"at_s\": %.3f, \"voluntary_switches\": %ld}",
+                  slowest_own_us, slowest_own_at_s, slowest_own_switches);
+    own_json = ", \"launch_call_own_us\": " + summary(call_own_us) + slowest;
+  }
+  const std::string json = std::string(head) + "\"launch_call_us\": " + summary(call_us) + own_json +
+                           ", \"slowest_launch_call_at_s\": " + std::to_string(slowest_call_at_s) +
                            ", \"latency_us\": " + summary(latency_us) + ", \"fake\": " + fake_counters_json() + "}";
   if (o.out.empty()) {
     std::printf("%s\n", json.c_str());

@@ -155,6 +155,12 @@ typedef struct sluice_fake_counters {
 /* Fills `out`; `size` is sizeof(sluice_fake_counters) as the caller knows it. */
 void sluice_fake_counters_get(sluice_fake_counters* out, size_t size);
 
+/* Nanoseconds the calling thread has spent inside the fake driver's entry points (cu* calls
+ * since the thread began; the fake's modelled launch cost included). A program whose calls pass
+ * through a shim subtracts the difference across a call from the call's time to see what the
+ * shim itself took. */
+uint64_t sluice_fake_thread_driver_ns(void);
+
 /* Clears the trace, the counters and pending failure injections. Devices, contexts and
  * registered kernels are kept. */
 void sluice_fake_reset(void);
