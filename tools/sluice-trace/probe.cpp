@@ -24,7 +24,8 @@ namespace {
 // libbpf's own messages; the last warning goes into a failure's message.
 std::string g_libbpf_last;
 
-int collect_libbpf(enum libbpf_print_level level, const char* format, va_list args) {
+__attribute__((format(printf, 2, 0))) int collect_libbpf(enum libbpf_print_level level, const char* format,
+                                                       va_list args) {
   if (level == LIBBPF_DEBUG) return 0;
   char text[512];
   int n = std::vsnprintf(text, sizeof(text), format, args);
