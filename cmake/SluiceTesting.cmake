@@ -16,6 +16,29 @@ function(sluice_gtest target)
     "  set_tests_properties(\${${target}_TESTS} PROPERTIES LABELS \"${ARG_LABELS}\")\n"
     "endif()\n")
   set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES "${label_file}")
+  sluice_tier_targets(${target} ${ARG_LABELS})
+endfunction()
+
+# sluice_tier_targets(<target> <label>...)
+# Records that <target> is needed by tests with these labels; sluice_tier_build_targets() then
+# makes one target per tier label (sluice_tsan_tests, sluice_fuzz_tests) that builds those and
+# nothing else, so that a tier of scripts/test builds only what its tests run.
+function(sluice_tier_targets target)
+  foreach(label IN LISTS ARGN)
+    if(label STREQUAL "tsan" OR label STREQUAL "fuzz")
+      set_property(GLOBAL APPEND PROPERTY SLUICE_TIER_TARGETS_${label} ${target})
+    endif()
+  endforeach()
+endfunction()
+
+function(sluice_tier_build_targets)
+  foreach(label tsan fuzz)
+    get_property(targets GLOBAL PROPERTY SLUICE_TIER_TARGETS_${label})
+    add_custom_target(sluice_${label}_tests)
+    if(targets)
+      add_dependencies(sluice_${label}_tests ${targets})
+    endif()
+  endforeach()
 endfunction()
 
 # sluice_fuzzer(<name> SOURCES <file>... LIBRARIES <target>... [CORPUS <dir>] [SECONDS <n>])
@@ -29,6 +52,7 @@ function(sluice_fuzzer name)
   endif()
   if(SLUICE_BUILD_FUZZERS)
     add_executable(${name} ${ARG_SOURCES})
+    sluice_tier_targets(${name} fuzz)
     target_compile_options(${name} PRIVATE -fsanitize=fuzzer)
     target_link_options(${name} PRIVATE -fsanitize=fuzzer)
     target_link_libraries(${name} PRIVATE ${ARG_LIBRARIES})
