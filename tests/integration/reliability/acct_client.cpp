@@ -235,7 +235,8 @@ int run(const Options& o) {
     }
     call_us.push_back(took_us);
     if (driver_ns != nullptr && waited0 >= 0 && waited1 >= waited0) {
-      const double not_shim_us = static_cast<double>(waited1 - waited0 + static_cast<long long>(driver1 - driver0)) / 1000.0;
+      const auto not_shim_ns = waited1 - waited0 + static_cast<long long>(driver1 - driver0);
+      const double not_shim_us = static_cast<double>(not_shim_ns) / 1000.0;
       const double own_us = std::max(0.0, took_us - not_shim_us);
       call_own_us.push_back(own_us);
       if (own_us > slowest_own_us) {
@@ -329,7 +330,8 @@ int run(const Options& o) {
   std::string own_json;
   if (!call_own_us.empty() && call_own_us.size() == call_us.size()) {
     char slowest[160];
-    std::snprintf(slowest, sizeof(slowest), ", \"slowest_own_call\": {\"us\": %.1f, \"at_s\": %.3f, \"voluntary_switches\": %ld}",
+    std::snprintf(slowest, sizeof(slowest),
+                  ", \"slowest_own_call\": {\"us\": %.1f, \"at_s\": %.3f, \"voluntary_switches\": %ld}",
                   slowest_own_us, slowest_own_at_s, slowest_own_switches);
     own_json = ", \"launch_call_own_us\": " + summary(call_own_us) + slowest;
   }
