@@ -16,7 +16,7 @@
 //   run-queue delay of /proc/thread-self/schedstat) and less the time it spent inside the driver
 //   below the shim (sluice_fake_thread_driver_ns): the shim's own time, told apart from an
 //   overloaded machine's scheduling and from the fake device's locks; absent where either figure
-//   is not available. slowest_launch_call_at_s: when, in the run, the slowest call began;
+//   is not available.
 //   slowest_own_call: the call with the most own time, {us, at_s, voluntary_switches}: a call
 //   that never blocked (no voluntary context switch) cannot have waited on anything, however
 //   long a virtual machine's stolen time made it.
@@ -211,7 +211,6 @@ int run(const Options& o) {
   const RunQueueClock run_queue;  // this thread's: every launch is made from it
   using DriverNs = std::uint64_t (*)();
   const auto driver_ns = reinterpret_cast<DriverNs>(fake_symbol("sluice_fake_thread_driver_ns"));
-  double slowest_call_us = 0, slowest_call_at_s = 0;  // when the slowest launch call began
   double slowest_own_us = -1, slowest_own_at_s = 0;
   long slowest_own_switches = 0;
   const std::uint64_t begin = now_ns();
@@ -229,10 +228,6 @@ int run(const Options& o) {
     const std::uint64_t driver1 = driver_ns != nullptr ? driver_ns() : 0;
     const long long waited1 = run_queue.waited_ns();
     const long switches1 = voluntary_switches();
-    if (call_us.empty() || took_us > slowest_call_us) {
-      slowest_call_us = took_us;
-      slowest_call_at_s = static_cast<double>(t0 - begin) / 1e9;
-    }
     call_us.push_back(took_us);
     if (driver_ns != nullptr && waited0 >= 0 && waited1 >= waited0) {
       const auto not_shim_ns = waited1 - waited0 + static_cast<long long>(driver1 - driver0);
@@ -336,7 +331,6 @@ int run(const Options& o) {
     own_json = ", \"launch_call_own_us\": " + summary(call_own_us) + slowest;
   }
   const std::string json = std::string(head) + "\"launch_call_us\": " + summary(call_us) + own_json +
-                           ", \"slowest_launch_call_at_s\": " + std::to_string(slowest_call_at_s) +
                            ", \"latency_us\": " + summary(latency_us) + ", \"fake\": " + fake_counters_json() + "}";
   if (o.out.empty()) {
     std::printf("%s\n", json.c_str());
