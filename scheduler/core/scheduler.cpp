@@ -45,7 +45,7 @@ struct Scheduler::Link {
   std::uint32_t partition_sms = 0;
   std::uint32_t kill_epoch_sent = 0;
   std::uint32_t kill_epoch = 0;  // BE: the device's kill epoch when this client was last targeted
-  bool kill_word_raised = false;  // its kill word holds that epoch (cleared when the gate opens)
+  bool kill_word_raised = false;  // its kill word holds that epoch (cleared when RT is idle)
   std::deque<Decided> unacked;
   std::uint64_t acked_reserve = 0;
 };
@@ -448,13 +448,17 @@ void Scheduler::update_mode(Device& dev, std::uint64_t now) {
   } else if (dev.rt_active) {
     dev.rt_active = false;
     dev.rt_idle_since_ns = now;
+    // A kill clears the SMs for the RT work at hand; once that is done the killed blocks may run
+    // again. Waiting for the gate to open instead would starve killable BE work for as long as RT
+    // keeps arriving within the holdoff (periodic RT requests), since nothing else lowers the word.
+    lower_kill_words(dev);
   }
   bool in_holdoff = dev.ever_active && !dev.rt_active && now - dev.rt_idle_since_ns < params_.holdoff_ns;
   GateMode mode = (dev.rt_active || in_holdoff) ? GateMode::shut : GateMode::open;
   if (mode != dev.mode) {
     dev.mode = mode;
     dev.dirty = true;
-    if (mode == GateMode::open) lower_kill_words(dev);
+    if (mode == GateMode::open) lower_kill_words(dev);  // words raised while RT was active
     ++counters_.mode_changes;
     log::debug("device {}: best-effort gate {}", dev.ordinal, mode == GateMode::shut ? "shut" : "open");
   }
@@ -577,7 +581,7 @@ void Scheduler::order_kills(Device& dev) {
              inflight / 1000, dev.kill_epoch, targets.size());
 }
 
-// The gate opens: killed work may run again.
+// RT went idle (or the gate opened): killed work may run again.
 void Scheduler::lower_kill_words(Device& dev) {
   for (auto& [id, client] : clients_) {
     auto it = client->links.find(dev.ordinal);

@@ -371,25 +371,32 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="sluice-colocate-"))
     results = {}
     began = time.monotonic()
+    stem = args.out / f"colocation_{args.workload}"
+    args.out.mkdir(parents=True, exist_ok=True)
     for setting in order:
         t0 = time.monotonic()
         results[setting] = run_setting(args, workload, setting, work)
         errs = results[setting]["errors"]
         print(f"[{time.monotonic() - began:6.1f} s] {setting}: {time.monotonic() - t0:.1f} s"
               + (f"  errors: {errs}" if errs else ""), flush=True)
+        # Written after every setting: a run cut short still leaves the settings it finished.
+        text = write_results(args, workload, order, results, began, stem)
+    print(text)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def write_results(args, workload, order, results, began, stem):
+    """Summarizes what ran so far into STEM.json and STEM.md; returns the Markdown."""
     summarize(args, results)
     device = next((c.get("device") for r in results.values() for c in r["clients"] if c.get("device")), None)
-    doc = {"workload": args.workload, "spec": workload, "order": order, "duration_s": args.duration_s,
-           "rt_delay_s": args.rt_delay_s, "deadline_factor": DEADLINE_FACTOR,
+    doc = {"workload": args.workload, "spec": workload, "order": [s for s in order if s in results],
+           "duration_s": args.duration_s, "rt_delay_s": args.rt_delay_s, "deadline_factor": DEADLINE_FACTOR,
            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
            "device": device or "GPU", "wall_s": time.monotonic() - began, "settings": results}
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"colocation_{args.workload}"
     stem.with_suffix(".json").write_text(json.dumps(doc, indent=1))
     text = markdown(doc)
     stem.with_suffix(".md").write_text(text)
-    print(text)
-    shutil.rmtree(work, ignore_errors=True)
+    return text
 
 
 if __name__ == "__main__":

@@ -103,7 +103,17 @@ std::shared_ptr<TwinLaunch> Engine::twin_launch(StreamAbi abi, const OpDesc& des
     return {};
   Gate& g = gate();
   if (g.stream_class() == StreamClass::rt) return {};
-  if (!twins->long_enough(desc.func, g.predicted_ns(desc))) return {};
+  const std::uint64_t predicted_ns = g.predicted_ns(desc);
+  std::shared_ptr<TwinLaunch> launch = make_twin_launch(g, predicted_ns, desc, params, extra);
+  twins->stats().count_be_kernel(predicted_ns, launch != nullptr);
+  return launch;
+}
+
+std::shared_ptr<TwinLaunch> Engine::make_twin_launch(Gate& g, std::uint64_t predicted_ns,
+                                                     const OpDesc& desc, void** params,
+                                                     void** extra) {
+  Twins* twins = data_->twins.get();
+  if (!twins->long_enough(desc.func, predicted_ns)) return {};
   const KernelInfo* info = find(desc.func);
   KernelRecord* record = info != nullptr ? data_->kernels.find(desc.func) : nullptr;
   const void* owner = record != nullptr ? record->owner.load(std::memory_order_relaxed) : nullptr;

@@ -12,6 +12,7 @@ add_library(sluice_core STATIC
   core/module_image.cpp
   core/kill.cpp
   core/twins.cpp
+  core/ptx_sources.cpp
 )
 target_include_directories(sluice_core PUBLIC include PRIVATE core)
 target_link_libraries(sluice_core

@@ -86,6 +86,10 @@ StatsSnapshot Stats::snapshot() const {
   s.twin_launches = twin_launches_.load(std::memory_order_relaxed);
   s.twin_failures = twin_failures_.load(std::memory_order_relaxed);
   s.kill_word_registered = kill_words_.load(std::memory_order_relaxed);
+  s.ptx_paired = ptx_paired_.load(std::memory_order_relaxed);
+  s.be_kernels = be_kernels_.load(std::memory_order_relaxed);
+  s.be_kernel_ns = be_kernel_ns_.load(std::memory_order_relaxed);
+  s.twin_kernel_ns = twin_kernel_ns_.load(std::memory_order_relaxed);
   s.proc_queries = proc_queries_.load(std::memory_order_relaxed);
   s.proc_unknown = proc_unknown_.load(std::memory_order_relaxed);
   s.export_tables = export_tables_.load(std::memory_order_relaxed);
@@ -145,7 +149,11 @@ std::string Stats::to_json(std::string_view gate) const {
         {"twins_cached", s.twins_cached},
         {"twin_launches", s.twin_launches},
         {"twin_failures", s.twin_failures},
-        {"kill_word_registered", s.kill_word_registered}}},
+        {"kill_word_registered", s.kill_word_registered},
+        {"ptx_paired", s.ptx_paired},
+        {"be_kernels", s.be_kernels},
+        {"be_kernel_ns", s.be_kernel_ns},
+        {"twin_kernel_ns", s.twin_kernel_ns}}},
   };
   return out.dump(2) + "\n";
 }

@@ -62,6 +62,13 @@ Twins::Twins(const DriverApi& driver, KillOptions options, Stats& stats)
 void Twins::module_loaded(const void* owner, const void* image, std::size_t size) noexcept {
   try {
     std::string text = image_ptx(image, size, current_arch(driver_));
+    // A bare cubin: its compiler may have kept the PTX beside it (Triton's cache).
+    if (text.empty() && image != nullptr && size != 0 &&
+        ptx::classify_image(ptx::Bytes(static_cast<const std::byte*>(image), size)) ==
+            ptx::ImageKind::elf) {
+      text = ptx_sources_.find(std::span(static_cast<const std::byte*>(image), size));
+      if (!text.empty()) stats_.count_ptx_paired();
+    }
     std::lock_guard lock(mu_);
     Module& module = modules_[owner];
     module = Module{};

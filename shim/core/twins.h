@@ -21,6 +21,7 @@
 #include "sluice/shim/engine.h"
 #include "sluice/shim/function_ref.h"
 #include "sluice/shim/kill.h"
+#include "sluice/shim/ptx_sources.h"
 #include "sluice/shim/stats.h"
 
 namespace sluice::shim {
@@ -102,6 +103,7 @@ class Twins {
   const DriverApi& driver_;
   const KillOptions options_;
   Stats& stats_;
+  PtxSources ptx_sources_;  // PTX kept beside bare cubins (its own lock; not under mu_)
 
   std::mutex mu_;
   std::unordered_map<const void*, Module> modules_;

@@ -61,6 +61,8 @@ def test_sluiced_kills_and_the_twins_resume(h):
     s = json.load(open(stats))["kill"]
     expect(s["kill_word_registered"] == 1, f"kill statistics: {s}")
     expect(s["twin_launches"] == LAUNCHES and s["twin_failures"] == 0, f"kill statistics: {s}")
+    # Coverage: every BE launch was considered, and all of its predicted time went out as twins.
+    expect(s["be_kernels"] == LAUNCHES and s["twin_kernel_ns"] == s["be_kernel_ns"], f"kill statistics: {s}")
     expect(kills >= 1, "sluiced never killed the BE client's work")
     expect(h.stop_daemon() == 0, "sluiced exit code")
     log = h.daemon_output()

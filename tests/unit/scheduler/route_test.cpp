@@ -208,8 +208,11 @@ TEST_F(RouteTest, RtArrivingBehindTooMuchBestEffortWorkBumpsTheKillEpochOfKillab
   rt_kernel(2, 2, 12);
   EXPECT_EQ(out_.of(1, 0).kill_epoch, 1u);
   status(2, 0, 2, false);
+  EXPECT_EQ(out_.kill_words, (std::vector<Write>{{1, 0, 1}, {1, 0, 0}}))
+      << "lowered as soon as RT is idle, while the gate still holds new BE work";
+  EXPECT_EQ(mode(1), GateMode::shut);
   advance(params_.holdoff_ns);
-  EXPECT_EQ(out_.kill_words, (std::vector<Write>{{1, 0, 1}, {1, 0, 0}})) << "lowered when the gate opens";
+  EXPECT_EQ(out_.kill_words.size(), 2u) << "the gate opening writes nothing more";
   status(1, 5 * kMs, 0, true);
   rt_kernel(2, 3, 12);
   EXPECT_EQ(out_.of(1, 0).kill_epoch, 2u);

@@ -7,10 +7,13 @@
 
 #include <chrono>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <random>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -25,6 +28,14 @@ namespace {  // each test program includes this once
 
 #define ASSERT_CU_OK(expr) ASSERT_EQ(CUDA_SUCCESS, (expr)) << #expr
 #define EXPECT_CU_OK(expr) EXPECT_EQ(CUDA_SUCCESS, (expr)) << #expr
+
+// The whole of a file, bytes as they are (empty when it cannot be read).
+[[maybe_unused]] std::string read_text(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
 
 constexpr const char* kModule =
     "# sluice fake module v1\n"

@@ -19,13 +19,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 // A gate that admits everything, with a settable class and prediction, and that remembers the
 // kill words it was told about.
 class KillTestGate final : public Gate {

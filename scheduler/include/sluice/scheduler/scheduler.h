@@ -59,7 +59,7 @@ class SchedulerOutput {
   virtual void send_decision(ClientId client, const protocol::DecisionMsg& decision) = 0;
   virtual void publish_prediction(ClientId client, std::uint64_t key, std::uint64_t value_ns) = 0;
   // The client's kill word of `device`, if it registered one: the kill epoch to stop its in-flight
-  // killable work, 0 when the device's gate opens again.
+  // killable work, 0 once RT is idle on the device again.
   virtual void write_kill_word(ClientId client, int device, std::uint32_t value) {
     (void)client, (void)device, (void)value;
   }

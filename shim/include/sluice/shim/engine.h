@@ -297,8 +297,11 @@ class Engine final : public GateListener, public KernelCatalog {
   const ParamLayout* param_layout(CUfunction func);
   // Kill in the client (core/twins.cpp): the launch as twin + wait + twin, or nullptr when the
   // original must go (kill off, RT class, capture, cooperative, no twin, short kernel).
+  // Counts the best-effort launch for the coverage figures (Stats::be_kernel_ns).
   std::shared_ptr<TwinLaunch> twin_launch(StreamAbi abi, const OpDesc& desc, CUstream stream,
                                           void** params, void** extra);
+  std::shared_ptr<TwinLaunch> make_twin_launch(Gate& g, std::uint64_t predicted_ns,
+                                               const OpDesc& desc, void** params, void** extra);
   template <typename Now, typename Held>
   CUresult submit_launch(StreamAbi abi, CUstream stream, const OpDesc& desc, void** params,
                          void** extra, Now& now, Held& held);

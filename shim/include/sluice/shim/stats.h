@@ -66,6 +66,12 @@ struct StatsSnapshot {
   std::uint64_t twin_launches = 0;     // launches replaced by twin + wait + twin
   std::uint64_t twin_failures = 0;     // twins that could not be made or launched (original used)
   std::uint64_t kill_word_registered = 0;  // kill words allocated and handed to the gate
+  std::uint64_t ptx_paired = 0;        // cubin modules whose PTX was found beside them on disk
+  // Coverage: best-effort launches that kill considered, and the gate's predicted time of all of
+  // them and of those that went out as twins (0 ns where the gate predicts nothing).
+  std::uint64_t be_kernels = 0;
+  std::uint64_t be_kernel_ns = 0;
+  std::uint64_t twin_kernel_ns = 0;
   std::uint64_t proc_queries = 0;     // cuGetProcAddress calls
   std::uint64_t proc_unknown = 0;     // of which for names the shim's table lacks (forwarded)
   std::uint64_t export_tables = 0;    // cuGetExportTable calls (forwarded)
@@ -115,6 +121,12 @@ struct Stats {  // a struct: gate_factory.h declares it so
   void count_twin_launch() noexcept { twin_launches_.fetch_add(1, std::memory_order_relaxed); }
   void count_twin_failure() noexcept { twin_failures_.fetch_add(1, std::memory_order_relaxed); }
   void count_kill_word() noexcept { kill_words_.fetch_add(1, std::memory_order_relaxed); }
+  void count_ptx_paired() noexcept { ptx_paired_.fetch_add(1, std::memory_order_relaxed); }
+  void count_be_kernel(std::uint64_t predicted_ns, bool twin) noexcept {
+    be_kernels_.fetch_add(1, std::memory_order_relaxed);
+    be_kernel_ns_.fetch_add(predicted_ns, std::memory_order_relaxed);
+    if (twin) twin_kernel_ns_.fetch_add(predicted_ns, std::memory_order_relaxed);
+  }
   void count_proc_query() noexcept { proc_queries_.fetch_add(1, std::memory_order_relaxed); }
   void count_export_table() noexcept { export_tables_.fetch_add(1, std::memory_order_relaxed); }
   void count_unmanaged(Sym sym) noexcept {
@@ -179,6 +191,10 @@ struct Stats {  // a struct: gate_factory.h declares it so
   Counter twin_launches_{0};
   Counter twin_failures_{0};
   Counter kill_words_{0};
+  Counter ptx_paired_{0};
+  Counter be_kernels_{0};
+  Counter be_kernel_ns_{0};
+  Counter twin_kernel_ns_{0};
   Counter proc_queries_{0};
   Counter proc_unknown_{0};
   Counter export_tables_{0};

@@ -1,0 +1,232 @@
+// PTX beside cubins (sluice/shim/ptx_sources.h): a loaded cubin is paired with the PTX kept beside
+// an identical cubin file, in Triton's and Inductor's cache layouts, files written after a first
+// miss are found, a cubin that differs by a byte is not paired, and the search roots follow the
+// environment. Then the whole path: a Twins object given such a cubin builds a kill twin from the
+// paired PTX on the fake driver. Inputs: the cubin and PTX that tests/ptx makes with the toolkit
+// (skipped without it).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <sstream>
+
+#include "fake_program.h"
+#include "sluice/ptx/elf.h"
+#include "sluice/shim/ptx_sources.h"
+#include "twins.h"
+
+namespace sluice::shim::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+void write_text(const fs::path& path, const std::string& text) {
+  fs::create_directories(path.parent_path());
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+std::span<const std::byte> bytes_of(const std::string& text) {
+  return {reinterpret_cast<const std::byte*>(text.data()), text.size()};
+}
+
+// Sets environment variables for one test and restores them after.
+class EnvGuard {
+ public:
+  void set(const char* name, const char* value) {
+    if (!saved_.contains(name)) {
+      const char* old = std::getenv(name);
+      saved_[name] = old != nullptr ? std::optional<std::string>(old) : std::nullopt;
+    }
+    if (value != nullptr) {
+      setenv(name, value, 1);
+    } else {
+      unsetenv(name);
+    }
+  }
+  ~EnvGuard() {
+    for (const auto& [name, value] : saved_) {
+      if (value) {
+        setenv(name.c_str(), value->c_str(), 1);
+      } else {
+        unsetenv(name.c_str());
+      }
+    }
+  }
+
+ private:
+  std::map<std::string, std::optional<std::string>> saved_;
+};
+
+class PtxSourcesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const fs::path generated = SLUICE_TEST_GENERATED_DIR;
+    if (!fs::exists(generated / "kernels.sm_80.cubin") || !fs::exists(generated / "kernels.ptx"))
+      GTEST_SKIP() << "no cubin made by the CUDA toolkit under " << generated;
+    cubin = read_text(generated / "kernels.sm_80.cubin");
+    ptx = read_text(generated / "kernels.ptx");
+    auto elf = ptx::parse_elf(ptx::Bytes(bytes_of(cubin).data(), cubin.size()));
+    ASSERT_TRUE(elf) << elf.error().message;
+    auto kernels = ptx::cubin_kernels(*elf);
+    ASSERT_TRUE(kernels && !kernels->empty());
+    // Triton names the files after the kernel; grid_1d is one the rewriter instruments.
+    ASSERT_NE(std::find(kernels->begin(), kernels->end(), "grid_1d"), kernels->end());
+    kernel = "grid_1d";
+    root = fs::temp_directory_path() / ("sluice-ptx-sources-" + std::to_string(getpid()) + "-" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(root);
+  }
+  void TearDown() override {
+    if (!root.empty()) fs::remove_all(root);
+  }
+
+  // Triton's layout: <root>/<hash>/<kernel>.cubin and .ptx.
+  void keep(const fs::path& dir, const std::string& cubin_text, const std::string& ptx_text) {
+    write_text(dir / (kernel + ".cubin"), cubin_text);
+    write_text(dir / (kernel + ".ptx"), ptx_text);
+  }
+
+  std::string cubin;
+  std::string ptx;
+  std::string kernel;
+  fs::path root;
+};
+
+TEST_F(PtxSourcesTest, PairsACubinWithThePtxBesideItsIdenticalFile) {
+  keep(root / "0f3a9c", cubin, ptx);
+  write_text(root / "0f3a9c" / (kernel + ".json"), "{}");
+  PtxSources sources({root.string()});
+  EXPECT_EQ(sources.find(bytes_of(cubin)), ptx);
+  // A second lookup is answered from the index: nothing is listed again.
+  const std::size_t listed = sources.directories_listed();
+  EXPECT_EQ(sources.find(bytes_of(cubin)), ptx);
+  EXPECT_EQ(sources.directories_listed(), listed);
+}
+
+TEST_F(PtxSourcesTest, FindsInductorsNestedLayout) {
+  keep(root / "0" / "c2ab77", cubin, ptx);
+  PtxSources sources({root.string()});
+  EXPECT_EQ(sources.find(bytes_of(cubin)), ptx);
+}
+
+TEST_F(PtxSourcesTest, ACubinFileThatDiffersByOneByteLendsNoPtx) {
+  std::string other = cubin;
+  other[other.size() / 2] = static_cast<char>(other[other.size() / 2] ^ 0x01);
+  keep(root / "aa11", other, ptx);
+  PtxSources sources({root.string()});
+  EXPECT_EQ(sources.find(bytes_of(cubin)), "");
+  // The same name in another directory, with the right bytes, is still found.
+  keep(root / "bb22", cubin, ptx);
+  EXPECT_EQ(sources.find(bytes_of(cubin)), ptx);
+}
+
+TEST_F(PtxSourcesTest, FilesWrittenAfterAMissAreFound) {
+  PtxSources sources({root.string()});
+  EXPECT_EQ(sources.find(bytes_of(cubin)), "");  // the root does not exist yet
+  keep(root / "first", cubin + "x", "not this one");
+  EXPECT_EQ(sources.find(bytes_of(cubin)), "");
+  keep(root / "second", cubin, ptx);
+  EXPECT_EQ(sources.find(bytes_of(cubin)), ptx);
+}
+
+TEST_F(PtxSourcesTest, WithoutPtxBesideTheCubinThereIsNone) {
+  write_text(root / "only-cubin" / (kernel + ".cubin"), cubin);
+  PtxSources sources({root.string()});
+  EXPECT_EQ(sources.find(bytes_of(cubin)), "");
+}
+
+TEST_F(PtxSourcesTest, ImagesThatAreNotCubinsAreNotLookedUp) {
+  keep(root / "0f3a9c", cubin, ptx);
+  PtxSources sources({root.string()});
+  EXPECT_EQ(sources.find(bytes_of(ptx)), "");
+  EXPECT_EQ(sources.find(bytes_of(std::string("\x7f" "ELF garbage"))), "");
+  EXPECT_EQ(sources.directories_listed(), 0u);
+}
+
+TEST(PtxSourceRoots, FollowTheEnvironment) {
+  EnvGuard env;
+  env.set("SLUICE_PTX_DIRS", "/a:/b::/c");
+  EXPECT_EQ(ptx_source_roots(), (std::vector<std::string>{"/a", "/b", "/c"}));
+  env.set("SLUICE_PTX_DIRS", "");
+  EXPECT_TRUE(ptx_source_roots().empty());
+
+  env.set("SLUICE_PTX_DIRS", nullptr);
+  env.set("TRITON_CACHE_DIR", "/triton-cache");
+  env.set("TORCHINDUCTOR_CACHE_DIR", "/inductor");
+  EXPECT_EQ(ptx_source_roots(), (std::vector<std::string>{"/triton-cache", "/inductor/triton"}));
+
+  env.set("TRITON_CACHE_DIR", nullptr);
+  env.set("TRITON_HOME", "/th");
+  EXPECT_EQ(ptx_source_roots().front(), "/th/.triton/cache");
+
+  env.set("TRITON_HOME", nullptr);
+  env.set("HOME", "/home/u");
+  env.set("TORCHINDUCTOR_CACHE_DIR", nullptr);
+  env.set("LOGNAME", "dom\\ain/user");
+  env.set("TMPDIR", "/scratch");
+  EXPECT_EQ(ptx_source_roots(), (std::vector<std::string>{
+                                    "/home/u/.triton/cache", "/scratch/torchinductor_dom_ain_user/triton"}));
+}
+
+// A gate that admits everything and accepts the kill word.
+class TwinGate final : public Gate {
+ public:
+  bool admit(const OpDesc&) noexcept override { return true; }
+  const char* name() const noexcept override { return "twin-test"; }
+  StreamClass stream_class() const noexcept override { return StreamClass::be; }
+  void register_kill_word(std::int32_t, const CUipcMemHandle&, std::uint64_t) noexcept override {
+    ++registrations;
+  }
+  int registrations = 0;
+};
+
+TEST_F(PtxSourcesTest, TwinsBuildAKillTwinFromThePairedPtx) {
+  Fake& fake = Fake::get();
+  ASSERT_NE(fake.handle, nullptr) << "cannot load " << SLUICE_TEST_FAKE_DRIVER;
+  const DriverApi& cu = fake.api;
+  CUcontext ctx = nullptr;
+  ASSERT_CU_OK(cu.cuInit(0));
+  ASSERT_CU_OK(cu.cuDevicePrimaryCtxRetain(&ctx, 0));
+  ASSERT_CU_OK(cu.cuCtxSetCurrent(ctx));
+
+  keep(root / "triton" / "5e9d01", cubin, ptx);
+  EnvGuard env;
+  env.set("SLUICE_PTX_DIRS", (root / "triton").c_str());
+  Stats stats;
+  KillOptions options;
+  options.enabled = true;
+  options.min_ns = 0;
+  options.cache_dir = (root / "twins").string();
+  Twins twins(cu, options, stats);
+  TwinGate gate;
+  int owner = 0;  // any address names the module
+  twins.module_loaded(&owner, cubin.data(), cubin.size());
+  EXPECT_EQ(stats.snapshot().ptx_paired, 1u);
+
+  auto function = twins.twin_of(reinterpret_cast<CUfunction>(&owner), &owner, kernel, {}, gate);
+  ASSERT_TRUE(function.has_value()) << "no twin for " << kernel;
+  EXPECT_NE(function->twin, nullptr);
+  EXPECT_NE(function->kill_word, 0u);
+  EXPECT_EQ(gate.registrations, 1);
+  EXPECT_EQ(stats.snapshot().twins_built, 1u);
+
+  // A cubin nobody kept PTX for stays unkillable.
+  std::string other = cubin;
+  other[other.size() / 2] = static_cast<char>(other[other.size() / 2] ^ 0x01);
+  int other_owner = 0;
+  twins.module_loaded(&other_owner, other.data(), other.size());
+  EXPECT_EQ(stats.snapshot().ptx_paired, 1u);
+  EXPECT_FALSE(twins.twin_of(reinterpret_cast<CUfunction>(&other_owner), &other_owner, kernel, {},
+                             gate));
+  twins.module_unloaded(&owner);
+  twins.module_unloaded(&other_owner);
+  ASSERT_CU_OK(cu.cuDevicePrimaryCtxRelease(0));
+}
+
+}  // namespace
+}  // namespace sluice::shim::test
