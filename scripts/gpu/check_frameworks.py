@@ -11,13 +11,17 @@ Runs each workload in a fresh process, several times:
   kill        gate toggling, and SLUICE_KILL=1 with no duration threshold: every repeated best-effort
               kernel that has PTX runs as its kill-instrumented twin (twin, wait on the kill word,
               twin); the kill word is never raised here, so this checks what twins compute
+  daemon-kill the same twins with sluiced (timeslice mode) deciding: an RT process pings the GPU
+              every millisecond or so, and each ping that finds best-effort work in flight raises the
+              workload's kill word through the daemon, so twins really stop early and their
+              remaining blocks run when the word is lowered again
 and compares every output (loss values, logits, arrays) bit for bit with the baseline. It also reads
 the shim's statistics file (SLUICE_STATS_FILE) to report how many launches, copies and module loads
 sluice saw and how many calls went through unmanaged launch paths.
 
     python3 scripts/gpu/check_frameworks.py --shim build/release/shim/libsluice.so --out DIR
 
-Writes DIR/frameworks.json and DIR/frameworks.md. Run on a GPU machine; exits 77 without a GPU.
+Writes DIR/frameworks.json and DIR/frameworks.md (--report-name changes the name). Run on a GPU machine; exits 77 without a GPU.
 A single workload runs with `--worker CASE --dump FILE` (used internally).
 """
 from __future__ import annotations
@@ -26,12 +30,14 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-CASES = ["resnet50", "torch_compile", "cuda_graph", "jax_jit", "cupy_kernel"]
+CASES = ["resnet50", "torch_compile", "cuda_graph", "jax_jit", "cupy_kernel", "triton_loop"]
+DEFAULT_CASES = CASES[:5]
 
 
 # ---- workloads (each returns {name: numpy array}) -------------------------------------------------
@@ -98,6 +104,44 @@ def case_torch_compile():
     with torch.no_grad():
         out = compiled(x)
     return {"losses": torch.stack(losses).cpu().numpy(), "out": out.cpu().numpy()}
+
+
+def case_triton_loop():
+    """Many Triton kernels of tens of microseconds each (inductor's fused normalization and
+    activation over 16M elements, applied 400 times). That is only about 20 ms of GPU time: few
+    RT arrivals find it in flight."""
+    torch = _torch_deterministic()
+    torch.use_deterministic_algorithms(False)
+
+    @torch.compile
+    def step(x, w):
+        return torch.nn.functional.gelu(torch.nn.functional.layer_norm(x, x.shape[-1:]) * w) + 0.5 * x
+
+    gen = torch.Generator(device="cpu").manual_seed(5)
+    x = torch.randn(4096, 4096, generator=gen).cuda()
+    w = torch.randn(4096, generator=gen).cuda()
+    sums = []
+    for i in range(400):
+        x = step(x, w)
+        if i % 50 == 49:
+            sums.append(x.sum())
+    return {"x": x[:64].cpu().numpy(), "sums": torch.stack(sums).cpu().numpy()}
+
+
+def run_pinger(stop: str) -> None:
+    """The RT side of daemon-kill: a tiny kernel, wait for it, idle about a millisecond, again."""
+    import random
+    import torch
+    x = torch.ones(1024, device="cuda")
+    torch.cuda.synchronize()
+    Path(stop + ".ready").write_text("ready\n")
+    rng = random.Random(6)
+    pings = 0
+    while not Path(stop).exists():
+        (x * 2).sum().item()
+        pings += 1
+        time.sleep(rng.uniform(0.0005, 0.002))
+    Path(stop + ".pings").write_text(f"{pings}\n")
 
 
 def case_cuda_graph():
@@ -178,22 +222,35 @@ def digest(path: Path) -> dict:
 
 def run_case(case: str, mode: str, shim: str, work: Path, toggle_ms: int, route_sms: int,
              cupy_ptx: bool = False) -> dict:
-    dump = work / f"{case}.{mode}.npz"
+    if mode == "daemon-kill":
+        return run_daemon_kill(case, shim, work, cupy_ptx)
+    return run_worker_process(case, mode, work, worker_env(case, mode, shim, work, toggle_ms, route_sms, cupy_ptx))
+
+
+def worker_env(case: str, mode: str, shim: str, work: Path, toggle_ms: int, route_sms: int,
+               cupy_ptx: bool, base: dict | None = None) -> dict:
     stats = work / f"{case}.{mode}.stats.json"
-    env = dict(os.environ)
+    env = dict(base or os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     env["TORCHINDUCTOR_CACHE_DIR"] = str(work / "inductor")
     env["TRITON_CACHE_DIR"] = str(work / "triton")
     env["CUPY_CACHE_DIR"] = str(work / ("cupy-ptx" if cupy_ptx else "cupy"))
     if cupy_ptx:  # CuPy hands the driver PTX (which sluice can instrument) instead of cubins
         env["CUPY_COMPILE_WITH_PTX"] = "1"
-    if mode in ("open", "toggle", "route", "kill"):
+    if mode in ("open", "toggle", "route", "kill", "daemon-kill"):
         env["LD_PRELOAD"] = shim
         env["SLUICE_STATS_FILE"] = str(stats)
+    if mode in ("open", "toggle", "route", "kill"):
         env["SLUICE_GATE"] = {"open": "open", "toggle": f"toggle:{toggle_ms}", "kill": f"toggle:{toggle_ms}",
                               "route": f"toggle:{toggle_ms}:{route_sms}"}[mode]
-    if mode == "kill":
+    if mode in ("kill", "daemon-kill"):
         env.update(SLUICE_KILL="1", SLUICE_KILL_MIN_US="0", XDG_CACHE_HOME=str(work / "cache"))
+    return env
+
+
+def run_worker_process(case: str, mode: str, work: Path, env: dict) -> dict:
+    dump = work / f"{case}.{mode}.npz"
+    stats = work / f"{case}.{mode}.stats.json"
     start = time.monotonic()
     proc = subprocess.run([sys.executable, __file__, "--worker", case, "--dump", str(dump)],
                           env=env, capture_output=True, text=True, timeout=600)
@@ -210,6 +267,48 @@ def run_case(case: str, mode: str, shim: str, work: Path, toggle_ms: int, route_
     return result
 
 
+# The daemon kills best-effort work whenever RT arrives to find any of it in flight (a budget of
+# 1 us), the gate opens as soon as RT is idle (no holdoff: BE refills the GPU between pings, so
+# pings find it there), and the pinger's command line makes it RT.
+DAEMON_KILL_POLICY = {
+    "version": 1, "scheduler": {"be_budget_us": 1, "holdoff_ms": 0}, "defaults": {"class": "be", "kill": True},
+    "rules": [{"name": "pinger", "match": {"cmdline": "*check_frameworks.py --pinger*"}, "class": "rt"}]}
+
+
+def run_daemon_kill(case: str, shim: str, work: Path, cupy_ptx: bool) -> dict:
+    """The workload as a BE client of sluiced, next to the RT pinger; the daemon's kill count and
+    the pinger's pings come back with the run."""
+    from sluice_env import Sluiced
+    build = Path(shim).parent.parent
+    stop = work / f"{case}.pinger.stop"
+    for f in (stop, Path(f"{stop}.ready"), Path(f"{stop}.pings")):
+        f.unlink(missing_ok=True)
+    with Sluiced(build, False, None, work, policy=DAEMON_KILL_POLICY) as daemon:
+        pinger_env = daemon.env("rt", work / f"{case}.pinger.stats.json")
+        pinger = subprocess.Popen([sys.executable, __file__, "--pinger", str(stop)], env=pinger_env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not Path(f"{stop}.ready").exists() and pinger.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not Path(f"{stop}.ready").exists():
+            pinger.kill()
+            return {"mode": "daemon-kill", "rc": -1, "error": f"the RT pinger did not start: {pinger.communicate()[1][-2000:]}"}
+        before = daemon.ctl("status") or {}
+        env = worker_env(case, "daemon-kill", shim, work, 0, 0, cupy_ptx, base=daemon.env("be", work / "unused"))
+        result = run_worker_process(case, "daemon-kill", work, env)
+        after = daemon.ctl("status") or {}
+        stop.write_text("stop\n")
+        try:
+            pinger.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pinger.kill()
+    kills = [sum(d.get("kills", 0) for d in s.get("devices", [])) for s in (before, after)]
+    result["daemon"] = {"kills": kills[1] - kills[0], "rt_clients": after.get("clients", {}).get("rt"),
+                        "pings": int(Path(f"{stop}.pings").read_text()) if Path(f"{stop}.pings").exists() else None,
+                        "pinger_rc": pinger.returncode}
+    return result
+
+
 def summarize_stats(stats: dict | None) -> dict:
     if not stats:
         return {}
@@ -222,7 +321,8 @@ def markdown(report: dict, args) -> list[str]:
     """The results table."""
     modes = [m for m in dict.fromkeys(["baseline", *args.modes.split(",")]) if m != "baseline"]
     titles = {"baseline2": "baseline twice", "open": "shim, gate open", "toggle": "shim, gate toggling",
-              "route": "shim, toggling + routed", "kill": "shim, toggling + kill twins"}
+              "route": "shim, toggling + routed", "kill": "shim, toggling + kill twins",
+              "daemon-kill": "shim + sluiced, kill words raised"}
     lines = [f"Gate toggling: shut and reopened every {args.toggle_ms} ms. Routed: the same, and every "
              f"second period the work moves to a green context of {args.route_sms} SMs and back. Kill "
              "twins: the same as toggling, with SLUICE_KILL=1 and no duration threshold.", "",
@@ -246,6 +346,23 @@ def markdown(report: dict, args) -> list[str]:
                      f"{s_open.get('module_loads', '-')} | {s_tog.get('held', '-')} | "
                      f"{routing.get('routed_ops', '-')} / {routing.get('route_switches', '-')} | "
                      f"{kill.get('twins_built', '-')} / {kill.get('twin_launches', '-')} | {unmanaged_cells} |")
+    if any("daemon-kill" in c["runs"] for c in report["cases"].values()):
+        lines += ["", "Kill words raised by sluiced: the workload is a BE client (SLUICE_KILL=1, no duration "
+                  "threshold) and an RT process pings the GPU about every millisecond; each ping that finds BE "
+                  "work in flight raises the BE kill word. Twin time share: the gate's predicted time of the "
+                  "twin launches over that of all BE launches (0 where nothing predicted).", "",
+                  "| workload | result | daemon kills | RT pings | PTX paired with cubins | twins built + cached | "
+                  "twin launches / BE launches | twin time share |", "|---|---|---|---|---|---|---|---|"]
+        for case, c in report["cases"].items():
+            run = c["runs"].get("daemon-kill")
+            if not run:
+                continue
+            k = (run.get("stats") or {}).get("kill", {})
+            d = run.get("daemon", {})
+            share = (f"{k['twin_kernel_ns'] / k['be_kernel_ns']:.2f}" if k.get("be_kernel_ns") else "-")
+            lines.append(f"| {case} | {c['verdict']['daemon-kill']} | {d.get('kills', '-')} | {d.get('pings', '-')} | "
+                         f"{k.get('ptx_paired', '-')} | {k.get('twins_built', 0) + k.get('twins_cached', 0)} | "
+                         f"{k.get('twin_launches', '-')} / {k.get('be_kernels', '-')} | {share} |")
     return lines
 
 
@@ -255,20 +372,26 @@ def main() -> int:
     parser.add_argument("--dump")
     parser.add_argument("--shim", help="path of libsluice.so")
     parser.add_argument("--out", default=".")
-    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--report-name", default="frameworks", help="writes OUT/NAME.json and OUT/NAME.md")
+    parser.add_argument("--cases", default=",".join(DEFAULT_CASES),
+                        help=f"comma-separated, from {','.join(CASES)}")
     parser.add_argument("--toggle-ms", type=int, default=2)
     parser.add_argument("--modes", default="baseline,baseline2,open,toggle,route,kill",
                         help="which runs to make (baseline is always made)")
     parser.add_argument("--cupy-ptx", action="store_true",
                         help="every run, baselines too, with CUPY_COMPILE_WITH_PTX=1")
+    parser.add_argument("--pinger", help="internal: the RT process of daemon-kill; runs until this file exists")
     parser.add_argument("--route-sms", type=int, default=64,
                         help="SMs of the partition the route mode moves work to and from")
     args = parser.parse_args()
+    if args.pinger:
+        run_pinger(args.pinger)
+        return 0
     if args.worker:
         run_worker(args.worker, args.dump)
         return 0
 
-    if subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode != 0:
+    if shutil.which("nvidia-smi") is None or subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode != 0:
         print("check_frameworks: no GPU here; skipping")
         return 77
     shim = str(Path(args.shim).resolve())
@@ -295,10 +418,10 @@ def main() -> int:
                     for c in report["cases"].values() for r in c["runs"].values())
     report["all_identical"] = all_identical
     report["unmanaged_total"] = unmanaged
-    (out / "frameworks.json").write_text(json.dumps(report, indent=2))
+    (out / f"{args.report_name}.json").write_text(json.dumps(report, indent=2))
 
     lines = markdown(report, args)
-    (out / "frameworks.md").write_text("\n".join(lines) + "\n")
+    (out / f"{args.report_name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0 if all_identical and unmanaged == 0 else 1
 
