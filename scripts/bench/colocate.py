@@ -20,6 +20,8 @@ Settings:
   sluice-timeslice            unmodified clients under LD_PRELOAD=libsluice.so, sluiced --mode timeslice
   sluice-mps                  the same with sluiced --mps: gate, stream priority, SM partition, kill
   sluice-mps-no-<m>           sluice-mps with one mechanism off (gate, priority, partition, kill)
+                              (no-gate matters only where BE is not in a partition: a partitioned
+                              BE is granted an unlimited budget with the gate on too)
 
 Writes OUT/colocation_<workload>.json with every setting's statistics and raw samples, and
 OUT/colocation_<workload>.md. plot.py draws the figures from the JSON. Exits 77 without a GPU.
