@@ -23,8 +23,12 @@ Settings:
                               (no-gate matters only where BE is not in a partition: a partitioned
                               BE is granted an unlimited budget with the gate on too)
 
-Writes OUT/colocation_<workload>.json with every setting's statistics and raw samples, and
-OUT/colocation_<workload>.md. plot.py draws the figures from the JSON. Exits 77 without a GPU.
+--rounds N runs the whole list of settings N times, interleaved (so that the machine's slow spells
+fall on every setting alike). Each round's ratios use that round's own alone runs; the tables give
+the median of the rounds' figures, with the lowest and highest after each ratio.
+
+Writes OUT/colocation_<workload>.json with every setting's statistics and raw samples (the first
+round's), and OUT/colocation_<workload>.md. plot.py draws the figures from the JSON. Exits 77 without a GPU.
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -300,15 +305,71 @@ def identical(c, alone):
     return {"compared_steps": n, "identical_steps": same, "ok": n > 0 and same == n}
 
 
+SCALARS = ("rt_p50_ms", "rt_p99_ms", "rt_max_ms", "rt_p99_ratio", "deadline_miss_rate", "be_steps_per_s",
+           "be_ratio_alone", "be_vs_mps", "total_throughput_norm")
+
+
+def median_of(dicts):
+    """The median of each number the dicts share; identical_to_alone adds up across them."""
+    out = dict(dicts[0])
+    for key, first in dicts[0].items():
+        values = [d[key] for d in dicts if isinstance(d.get(key), (int, float)) and not isinstance(d.get(key), bool)]
+        if isinstance(first, (int, float)) and not isinstance(first, bool) and values:
+            out[key] = statistics.median(values)
+    checks = [d["identical_to_alone"] for d in dicts if "identical_to_alone" in d]
+    if checks:
+        out["identical_to_alone"] = {"compared_steps": sum(c["compared_steps"] for c in checks),
+                                     "identical_steps": sum(c["identical_steps"] for c in checks),
+                                     "ok": all(c["ok"] for c in checks)}
+    return out
+
+
+def combine_rounds(rounds):
+    """One result per setting: the first round's (raw samples, counters, daemon views) with a
+    summary that is the median of every round's, each ratio's range across rounds, and each round's
+    figures under round_summaries."""
+    combined = {}
+    for name, first in rounds[0].items():
+        runs = [r[name] for r in rounds if name in r and "summary" in r[name]]
+        if len(runs) < 2:
+            combined[name] = first
+            continue
+        sums = [run["summary"] for run in runs]
+        summary = median_of(sums)
+        for role in ("rt", "be"):
+            per_client = [sm[role] for sm in sums]
+            if all(len(c) == len(per_client[0]) for c in per_client):
+                summary[role] = [median_of(list(same)) for same in zip(*per_client)]
+        summary["rounds"] = len(runs)
+        for key in SCALARS:
+            values = [sm[key] for sm in sums if sm.get(key) is not None]
+            if len(values) > 1:
+                summary[f"{key}_range"] = [min(values), max(values)]
+        errors = list(first["errors"])
+        for i, run in enumerate(runs[1:], start=2):
+            errors += [f"round {i}: {e}" for e in run["errors"]]
+        combined[name] = dict(first, summary=summary, errors=errors,
+                              round_summaries=[{k: sm.get(k) for k in SCALARS} for sm in sums])
+    return combined
+
+
 def markdown(doc):
     lines = [f"# Co-location benchmark, workload {doc['workload']}", "",
-             f"{doc['device']}; {doc['date']}; {doc['duration_s']} s measured per setting. RT alone ran first and "
-             "last; ratios use the lower of its two p99s. "
+             f"{doc['device']}; {doc['date']}; {doc['duration_s']} s measured per setting"
+             + (f", {doc['rounds']} rounds of every setting, interleaved; each figure is the median of the rounds', "
+                "[lowest–highest] after the ratios" if doc.get("rounds", 1) > 1 else "")
+             + ". RT alone ran first and last; ratios use the lower of its two p99s"
+             + (" of the same round. " if doc.get("rounds", 1) > 1 else ". ") +
              f"RT: {', '.join(doc['spec']['rt'])}. BE: {', '.join(doc['spec']['be'])}.", "",
              "| setting | RT p50 ms | RT p99 ms | RT max ms | p99 / RT alone | deadline misses | BE steps/s | "
              "BE / alone | BE / MPS | total (norm.) | BE identical |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda v, f="{:.2f}": "–" if v is None else f.format(v)
+
+    def ratio(s, key):
+        span = s.get(f"{key}_range")
+        return fmt(s.get(key)) + (f" [{span[0]:.2f}–{span[1]:.2f}]" if span else "")
+
     for name in doc["order"]:
         res = doc["settings"].get(name)
         if res is None:
@@ -319,9 +380,9 @@ def markdown(doc):
             "yes" if all(i["ok"] for i in ident) else "NO") + f" ({sum(i['compared_steps'] for i in ident)} steps)"
         err = " ⚠ " + "; ".join(res["errors"])[:200] if res["errors"] else ""
         lines.append(f"| {name}{err} | {fmt(s.get('rt_p50_ms'))} | {fmt(s.get('rt_p99_ms'))} | "
-                     f"{fmt(s.get('rt_max_ms'))} | {fmt(s.get('rt_p99_ratio'))} | "
+                     f"{fmt(s.get('rt_max_ms'))} | {ratio(s, 'rt_p99_ratio')} | "
                      f"{fmt(s.get('deadline_miss_rate'), '{:.1%}')} | {fmt(s.get('be_steps_per_s'), '{:.1f}')} | "
-                     f"{fmt(s.get('be_ratio_alone'))} | {fmt(s.get('be_vs_mps'))} | "
+                     f"{ratio(s, 'be_ratio_alone')} | {ratio(s, 'be_vs_mps')} | "
                      f"{fmt(s.get('total_throughput_norm'))} | {ident_txt} |")
     lines += ["", f"Deadline: {DEADLINE_FACTOR}× the RT client's p99 alone in the same run. p99 / RT alone is "
               "the worst RT client's. BE / alone and BE / MPS average the BE clients' ratios. Total = RT "
@@ -357,6 +418,7 @@ def main():
     p.add_argument("--out", type=Path, default=Path("bench/results"))
     p.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated subset, in this order")
     p.add_argument("--duration-s", type=float, default=10)
+    p.add_argument("--rounds", type=int, default=1, help="run every setting this many times, interleaved")
     p.add_argument("--rt-delay-s", type=float, default=1.0)
     p.add_argument("--ready-timeout-s", type=float, default=180)
     p.add_argument("--mps-control", default=shutil.which("nvidia-cuda-mps-control") or "nvidia-cuda-mps-control")
@@ -365,34 +427,41 @@ def main():
     if shutil.which("nvidia-smi") is None or subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode:
         print("colocate.py: no GPU", file=sys.stderr)
         sys.exit(77)
+    if args.rounds < 1:
+        sys.exit(f"colocate.py: --rounds {args.rounds}: expected 1 or more")
     order = [s for s in args.settings.split(",") if s]
     unknown = [s for s in order if s not in SETTINGS]
     if unknown:
         sys.exit(f"colocate.py: unknown settings {unknown}; known: {SETTINGS}")
     workload = WORKLOADS[args.workload]
     work = Path(tempfile.mkdtemp(prefix="sluice-colocate-"))
-    results = {}
+    rounds = []
     began = time.monotonic()
     stem = args.out / f"colocation_{args.workload}"
     args.out.mkdir(parents=True, exist_ok=True)
-    for setting in order:
-        t0 = time.monotonic()
-        results[setting] = run_setting(args, workload, setting, work)
-        errs = results[setting]["errors"]
-        print(f"[{time.monotonic() - began:6.1f} s] {setting}: {time.monotonic() - t0:.1f} s"
-              + (f"  errors: {errs}" if errs else ""), flush=True)
-        # Written after every setting: a run cut short still leaves the settings it finished.
-        text = write_results(args, workload, order, results, began, stem)
+    for round_no in range(1, args.rounds + 1):
+        results = {}
+        rounds.append(results)
+        for setting in order:
+            t0 = time.monotonic()
+            results[setting] = run_setting(args, workload, setting, work)
+            errs = results[setting]["errors"]
+            print(f"[{time.monotonic() - began:6.1f} s] " + (f"round {round_no}: " if args.rounds > 1 else "")
+                  + f"{setting}: {time.monotonic() - t0:.1f} s" + (f"  errors: {errs}" if errs else ""), flush=True)
+            # Written after every setting: a run cut short still leaves the settings it finished.
+            text = write_results(args, workload, order, rounds, began, stem)
     print(text)
     shutil.rmtree(work, ignore_errors=True)
 
 
-def write_results(args, workload, order, results, began, stem):
+def write_results(args, workload, order, rounds, began, stem):
     """Summarizes what ran so far into STEM.json and STEM.md; returns the Markdown."""
-    summarize(args, results)
+    for results in rounds:
+        summarize(args, results)
+    results = combine_rounds(rounds)
     device = next((c.get("device") for r in results.values() for c in r["clients"] if c.get("device")), None)
     doc = {"workload": args.workload, "spec": workload, "order": [s for s in order if s in results],
-           "duration_s": args.duration_s, "rt_delay_s": args.rt_delay_s, "deadline_factor": DEADLINE_FACTOR,
+           "duration_s": args.duration_s, "rounds": len(rounds), "rt_delay_s": args.rt_delay_s, "deadline_factor": DEADLINE_FACTOR,
            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
            "device": device or "GPU", "wall_s": time.monotonic() - began, "settings": results}
     stem.with_suffix(".json").write_text(json.dumps(doc, indent=1))

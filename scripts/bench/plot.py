@@ -24,6 +24,11 @@ STYLE = {"rt-alone": ("black", "-"), "timeslice": ("tab:red", "-"), "mps": ("tab
          "priority": ("tab:purple", "-"), "sluice-timeslice": ("tab:cyan", "--"), "sluice-mps": ("tab:green", "-")}
 
 
+def first_round(doc):
+    """The raw samples are the first round's: the title says so where there were several."""
+    return f"; round 1 of {doc['rounds']}" if doc.get("rounds", 1) > 1 else ""
+
+
 def cdf(doc, path):
     fig, ax = plt.subplots(figsize=(8, 5))
     for name in doc["order"]:
@@ -38,7 +43,7 @@ def cdf(doc, path):
     ax.set_xlabel("RT request latency (ms, request to result on the host)")
     ax.set_ylabel("fraction of requests")
     ax.axhline(0.99, color="grey", linewidth=0.5)
-    ax.set_title(f"Workload {doc['workload']}: RT latency CDF ({doc['device']})")
+    ax.set_title(f"Workload {doc['workload']}: RT latency CDF ({doc['device']}{first_round(doc)})")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -69,7 +74,8 @@ def timeline(doc, path):
             ax.axvspan(doc["rt_delay_s"], doc["rt_delay_s"] + doc["duration_s"], color="grey", alpha=0.08)
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=7, markerscale=4)
-    fig.suptitle(f"Workload {doc['workload']}: RT requests and BE progress (shaded: measured window)")
+    fig.suptitle(f"Workload {doc['workload']}: RT requests and BE progress (shaded: measured window"
+                 f"{first_round(doc)})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -23,6 +23,12 @@ def fmt(v, f="{:.2f}"):
     return "–" if v is None else f.format(v)
 
 
+def ratio(s, key):
+    """A ratio, with its range across rounds where the run had several."""
+    span = s.get(f"{key}_range")
+    return fmt(s.get(key)) + (f" [{span[0]:.2f}–{span[1]:.2f}]" if span else "")
+
+
 def table(docs):
     lines = ["| workload | setting | RT p99 ms | p99 / RT alone | deadline misses | BE steps/s | BE / MPS | "
              "BE losses identical |", "|---|---|---|---|---|---|---|---|"]
@@ -36,19 +42,22 @@ def table(docs):
             s = res["summary"]
             ident = [b["identical_to_alone"] for b in s["be"] if "identical_to_alone" in b]
             ident_txt = "–" if not ident or name == "be-alone" else ("yes" if all(i["ok"] for i in ident) else "**no**")
-            lines.append(f"| {w} | {name} | {fmt(s.get('rt_p99_ms'))} | {fmt(s.get('rt_p99_ratio'))} | "
+            lines.append(f"| {w} | {name} | {fmt(s.get('rt_p99_ms'))} | {ratio(s, 'rt_p99_ratio')} | "
                          f"{fmt(s.get('deadline_miss_rate'), '{:.1%}')} | {fmt(s.get('be_steps_per_s'), '{:.1f}')} | "
-                         f"{fmt(s.get('be_vs_mps'))} | {ident_txt} |")
+                         f"{ratio(s, 'be_vs_mps')} | {ident_txt} |")
         best = doc["settings"].get("sluice-mps", {}).get("summary", {})
         if "rt_p99_ratio" in best and "be_vs_mps" in best:
             rt_ok, be_ok = best["rt_p99_ratio"] <= RT_GOAL, best["be_vs_mps"] >= BE_GOAL
-            verdicts.append(f"- {w}: sluice-mps RT p99 {best['rt_p99_ratio']:.2f}× alone "
+            rounds = doc.get("rounds", 1)
+            verdicts.append(f"- {w}{f' (median of {rounds} rounds)' if rounds > 1 else ''}: "
+                            f"sluice-mps RT p99 {best['rt_p99_ratio']:.2f}× alone "
                             f"(goal ≤ {RT_GOAL}: {'met' if rt_ok else 'not met'}), BE {best['be_vs_mps']:.2f}× MPS "
                             f"(goal ≥ {BE_GOAL}: {'met' if be_ok else 'not met'})")
     devices = sorted({doc["device"] for doc in docs})
     dates = sorted({doc["date"] for doc in docs})
     head = [f"Measured on {', '.join(devices)} ({dates[0]}{' to ' + dates[-1] if len(dates) > 1 else ''}) by "
-            "`scripts/bench/run WORKLOAD`; every ratio compares figures of the same run. Per-workload tables with "
+            "`scripts/bench/run WORKLOAD`; every ratio compares figures of the same run (with several rounds, "
+            "the median of the rounds' ratios, [lowest–highest] after it). Per-workload tables with "
             "every setting (each sluice mechanism off in turn, BE / alone, total throughput) and the plots: "
             "`bench/results/colocation_*.md`, `*_cdf.png`, `*_timeline.png`.", ""]
     return "\n".join(head + lines + [""] + verdicts) + "\n"

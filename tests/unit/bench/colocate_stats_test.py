@@ -98,5 +98,54 @@ class Statistics(unittest.TestCase):
         self.assertIn("goal ≤ 1.05: met), BE 0.90× MPS (goal ≥ 0.9: met)", out)
 
 
+class Rounds(unittest.TestCase):
+    """--rounds: each round's ratios come from its own alone runs; the table shows their median."""
+
+    def setUp(self):
+        losses = [float(i) for i in range(400)]
+        changed = list(losses)
+        changed[3] = 0.5
+        self.rounds = []
+        # sluice-mps's p99 in the three rounds: 3.0, 6.0, 4.5 over alone p99s of 3.0, 3.0, 1.5.
+        for alone_p99, p99, be_values in ((3.0, 3.0, losses), (3.0, 6.0, losses), (1.5, 4.5, changed)):
+            results = {
+                "rt-alone": run(rt([1.0] * 98 + [alone_p99, 9.0])),
+                "rt-alone-2": run(rt([1.0] * 98 + [alone_p99, 9.0])),
+                "be-alone": run(be(30, losses)),
+                "mps": run(rt([1.0] * 98 + [p99, 9.0]), be(20, losses)),
+                "sluice-mps": run(rt([1.0] * 98 + [p99, 9.0]), be(18, be_values)),
+            }
+            colocate.summarize(ARGS, results)
+            self.rounds.append(results)
+        self.combined = colocate.combine_rounds(self.rounds)
+
+    def test_ratios_are_the_median_of_same_round_ratios_with_their_range(self):
+        s = self.combined["sluice-mps"]["summary"]
+        # Per round 1.0, 2.0, 3.0: the median of the ratios, not the ratio of the medians (4.5 / 3.0).
+        self.assertAlmostEqual(s["rt_p99_ratio"], 2.0)
+        self.assertEqual(s["rt_p99_ratio_range"], [1.0, 3.0])
+        self.assertAlmostEqual(s["rt_p99_ms"], 4.5)
+        self.assertEqual(s["rounds"], 3)
+        self.assertEqual([r["rt_p99_ratio"] for r in self.combined["sluice-mps"]["round_summaries"]], [1.0, 2.0, 3.0])
+
+    def test_be_must_be_identical_in_every_round(self):
+        check = self.combined["sluice-mps"]["summary"]["be"][0]["identical_to_alone"]
+        self.assertEqual((check["compared_steps"], check["identical_steps"], check["ok"]), (1200, 1199, False))
+        self.assertTrue(self.combined["mps"]["summary"]["be"][0]["identical_to_alone"]["ok"])
+
+    def test_a_single_round_is_left_as_it_is(self):
+        self.assertIs(colocate.combine_rounds(self.rounds[:1])["mps"], self.rounds[0]["mps"])
+
+    def test_tables_show_the_range_after_each_ratio(self):
+        doc = {"workload": "train", "spec": colocate.WORKLOADS["train"], "order": list(self.combined),
+               "duration_s": 10, "rounds": 3, "rt_delay_s": 1, "deadline_factor": colocate.DEADLINE_FACTOR,
+               "date": "2026-01-01 00:00 UTC", "device": "NVIDIA H200", "settings": self.combined}
+        self.assertIn("| 2.00 [1.00–3.00] |", colocate.markdown(doc))
+        self.assertIn("3 rounds of every setting, interleaved", colocate.markdown(doc))
+        text = report.table([doc])
+        self.assertIn("| train | sluice-mps | 4.50 | 2.00 [1.00–3.00] |", text)
+        self.assertIn("- train (median of 3 rounds): sluice-mps RT p99 2.00× alone", text)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
