@@ -133,6 +133,7 @@ json Server::Impl::mps_json() const {
   if (mps_) {
     out["state"] = mps_state_name(mps_->state());
     out["control"] = mps_->program();
+    out["restarts"] = mps_->restarts();
   } else {
     out["state"] = "unavailable";
     out["error"] = mps_error_;

@@ -89,33 +89,38 @@ Result<std::unique_ptr<MpsControl>> MpsControl::start(const MpsOptions& options)
         options.pipe_dir);
     return control;
   }
-  auto started = run_command(
-      {program, "-d"},
-      {"CUDA_MPS_PIPE_DIRECTORY=" + options.pipe_dir, "CUDA_MPS_LOG_DIRECTORY=" + options.log_dir},
-      "", options.timeout_ms);
-  if (!started) return std::move(started).take_error();
-  if (started->timed_out)
-    return make_error("{} -d did not return within {} ms", program, options.timeout_ms);
-  if (started->exit_code != 0) {
-    return make_error("{} -d failed (exit code {}): {}", program, started->exit_code,
-                      first_line(started->output));
-  }
-  // It daemonizes before its pipe is ready: give it until the timeout to answer.
-  const std::uint64_t deadline = now_ns() + options.timeout_ms * 1'000'000;
-  auto healthy = control->send("get_server_list");
-  while (!healthy && now_ns() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    healthy = control->send("get_server_list");
-  }
-  if (!healthy) {
-    return make_error("{} -d started but does not answer get_server_list on {}: {} (log: {})",
-                      program, options.pipe_dir, healthy.error().message, options.log_dir);
-  }
+  if (auto status = control->launch(); !status) return std::move(status).take_error();
   control->owned_ = true;
   control->state_ = MpsState::started;
   log::info("MPS control daemon started: {} (pipe {}, log {})", program, options.pipe_dir,
             options.log_dir);
   return control;
+}
+
+Status MpsControl::launch() {
+  auto started = run_command(
+      {program_, "-d"},
+      {"CUDA_MPS_PIPE_DIRECTORY=" + options_.pipe_dir, "CUDA_MPS_LOG_DIRECTORY=" + options_.log_dir},
+      "", options_.timeout_ms);
+  if (!started) return std::move(started).take_error();
+  if (started->timed_out)
+    return make_error("{} -d did not return within {} ms", program_, options_.timeout_ms);
+  if (started->exit_code != 0) {
+    return make_error("{} -d failed (exit code {}): {}", program_, started->exit_code,
+                      first_line(started->output));
+  }
+  // It daemonizes before its pipe is ready: give it until the timeout to answer.
+  const std::uint64_t deadline = now_ns() + options_.timeout_ms * 1'000'000;
+  auto healthy = send("get_server_list");
+  while (!healthy && now_ns() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    healthy = send("get_server_list");
+  }
+  if (!healthy) {
+    return make_error("{} -d started but does not answer get_server_list on {}: {} (log: {})",
+                      program_, options_.pipe_dir, healthy.error().message, options_.log_dir);
+  }
+  return {};
 }
 
 MpsControl::~MpsControl() {
@@ -140,27 +145,41 @@ Result<std::string> MpsControl::send(const std::string& command) const {
 Status MpsControl::check() {
   auto answer = send("get_server_list");
   MpsState seen = state_.load();
-  if (!answer) {
-    if ((seen == MpsState::started || seen == MpsState::adopted) &&
-        state_.compare_exchange_strong(seen, MpsState::lost)) {
-      log::warn(
-          "the MPS control daemon on {} stopped answering ({}); clients that start now run without "
-          "MPS",
-          options_.pipe_dir, answer.error().message);
+  if (answer) {
+    if (seen == MpsState::lost &&
+        state_.compare_exchange_strong(seen, owned_ ? MpsState::started : MpsState::adopted)) {
+      log::info("the MPS control daemon on {} answers again", options_.pipe_dir);
     }
+    return {};
+  }
+  if ((seen == MpsState::started || seen == MpsState::adopted) &&
+      state_.compare_exchange_strong(seen, MpsState::lost)) {
+    log::warn("the MPS control daemon on {} stopped answering ({}); clients that start now run without MPS{}",
+              options_.pipe_dir, answer.error().message,
+              owned_ ? "; starting it again" : " until its owner restarts it");
+  }
+  if (!owned_ || state_.load() != MpsState::lost || now_ns() < next_restart_ns_) {
     return std::move(answer).take_error();
   }
-  if (seen == MpsState::lost &&
-      state_.compare_exchange_strong(seen, owned_ ? MpsState::started : MpsState::adopted)) {
-    log::info("the MPS control daemon on {} answers again", options_.pipe_dir);
+  next_restart_ns_ = now_ns() + kRestartBackoffMs * 1'000'000;
+  if (auto started = launch(); !started) {
+    log::warn("the MPS control daemon on {} could not be started again: {} (next try in {} s)",
+              options_.pipe_dir, started.error().message, kRestartBackoffMs / 1000);
+    return std::move(started).take_error();
+  }
+  seen = MpsState::lost;
+  if (state_.compare_exchange_strong(seen, MpsState::started)) {  // stop() may have come first
+    auto count = restarts_.fetch_add(1) + 1;
+    log::info("MPS control daemon on {} started again ({} restart{})", options_.pipe_dir, count,
+              count == 1 ? "" : "s");
   }
   return {};
 }
 
-void MpsControl::watch(std::uint64_t interval_ms) {
+void MpsControl::watch() {
   end_watch();
   watch_stop_ = false;
-  watch_thread_ = std::thread([this, interval_ms] {
+  watch_thread_ = std::thread([this, interval_ms = options_.check_interval_ms] {
     std::unique_lock lock(watch_mu_);
     while (!watch_cv_.wait_for(lock, std::chrono::milliseconds(interval_ms),
                                [this] { return watch_stop_; })) {

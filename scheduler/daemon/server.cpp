@@ -27,8 +27,6 @@ constexpr std::uint64_t kMaxSleepNs = 1'000'000'000;
 constexpr std::size_t kBatch = 256;
 // A client that sends this many invalid messages is disconnected: it is broken or hostile.
 constexpr std::uint64_t kInvalidLimit = 10'000;
-// How often the MPS control daemon is asked whether it still answers (on its own thread).
-constexpr std::uint64_t kMpsWatchMs = 10'000;
 
 enum class Tag : std::uint32_t { listen = 1, wake, signal, session, doorbell, pidfd };
 
@@ -613,7 +611,7 @@ Status Server::Impl::start_mps() {
   // sluiced's own driver context (kill words) joins the same MPS server as its clients. Set before
   // any thread of sluiced reads the environment.
   setenv("CUDA_MPS_PIPE_DIRECTORY", options_.mps.pipe_dir.c_str(), 0);
-  mps_->watch(kMpsWatchMs);
+  mps_->watch();
   mode_ = protocol::SharingMode::mps;
   scheduler_.set_sharing_mode(mode_, now_ns());
   return {};

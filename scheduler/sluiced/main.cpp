@@ -11,6 +11,7 @@
 #include <CLI/CLI.hpp>
 
 #include <charconv>
+#include <cstdint>
 #include <cstdlib>
 #include <exception>
 #include <string>
@@ -78,6 +79,11 @@ int run(int argc, char** argv) {
                                                "and set any client's class, besides root and sluiced's user");
   app.add_option("--mps-control", mps_control, "the MPS control program (default: $SLUICE_MPS_CONTROL, else "
                                                "nvidia-cuda-mps-control on PATH)");
+  std::uint64_t mps_check_ms = sluice::sched::MpsOptions{}.check_interval_ms;
+  app.add_option("--mps-check-ms", mps_check_ms, "mps mode: how often the MPS control daemon is asked whether it "
+                                                 "answers; one sluiced started is started again when it does not "
+                                                 "(default 10000)")
+      ->check(CLI::Range(std::uint64_t{10}, std::uint64_t{3'600'000}));
   app.add_option("--metrics", metrics, "serve Prometheus metrics at http://ADDRESS/metrics: PORT (127.0.0.1), "
                                       "HOST:PORT or [V6]:PORT (default: off; docs/operations.md)");
   app.add_flag("--metrics-any-address", metrics_any, "allow --metrics on a non-loopback address");
@@ -152,6 +158,7 @@ int run(int argc, char** argv) {
     }
   }
   if (!mps_control.empty()) options.mps.control_program = mps_control;
+  options.mps.check_interval_ms = mps_check_ms;
   options.metrics_address = metrics;
   options.metrics_any_address = metrics_any;
 

@@ -2,7 +2,7 @@
 """sluiced --mode mps with a fake nvidia-cuda-mps-control (fake_mps_control.py): the control daemon
 is started, announced to clients, used for SM partitions while RT is active, and quit at exit; one
 that already runs is adopted and left running; a control program that fails stops sluiced, or
-falls back to timeslice mode with --mode auto. Kills: counted per client, and a registered kill
+falls back to timeslice mode with --mode auto; one that dies is started again. Kills: counted per client, and a registered kill
 word (device memory of the fake driver, written by sluiced through its IPC handle) raised and
 lowered.
 
@@ -227,6 +227,23 @@ def test_running_control_daemon_is_adopted_and_left_running(h):
         fake_client(h, "quit")
 
 
+def test_control_daemon_that_dies_is_started_again(h):
+    start_sluiced(h, "--mps", "--mps-control", FAKE, "--mps-check-ms", "50")
+    wait_answering(h)
+    pid_file = os.path.join(dirs(h)[0], "control.pid")
+    first = int(open(pid_file).read())
+    os.kill(first, signal.SIGKILL)
+    mps = wait_for(lambda: (m := h.ctl_json("status")["daemon"]["mps"])["restarts"] >= 1 and m, 30,
+                   "sluiced started its control daemon again")
+    expect(mps["state"] == "started" and mps["restarts"] == 1, f"status mps: {mps}")
+    expect(int(open(pid_file).read()) != first and fake_client(h, "get_server_list").returncode == 0,
+           "no new control daemon answers")
+    output = h.daemon_output()
+    expect("stopped answering" in output and "started again (1 restart)" in output, f"sluiced's log:\n{output}")
+    expect(h.stop_daemon() == 0, "sluiced exit code")
+    expect(control_log(h).endswith("quit\nexiting\n"), f"the new control daemon was not quit:\n{control_log(h)}")
+
+
 def test_failing_control_program_stops_sluiced_or_falls_back_with_auto(h):
     daemon = start_sluiced(h, "--mps", "--mps-control", FAKE, FAKE_MPS_START_FAIL=1)
     code = daemon.wait(timeout=60)
@@ -257,5 +274,6 @@ if __name__ == "__main__":
         test_rt_arriving_behind_killable_best_effort_work_counts_a_kill,
         test_kill_word_of_a_registered_client_is_written_and_lowered,
         test_running_control_daemon_is_adopted_and_left_running,
+        test_control_daemon_that_dies_is_started_again,
         test_failing_control_program_stops_sluiced_or_falls_back_with_auto,
     ], sys.argv[1]))

@@ -74,20 +74,51 @@ TEST_F(MpsTest, StartsChecksAndQuitsItsControlDaemon) {
   EXPECT_TRUE((*control)->stop()) << "idempotent";
 }
 
-TEST_F(MpsTest, AControlDaemonThatDiesIsSeenLostByTheWatch) {
+std::size_t count_of(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + what.size())) ++n;
+  return n;
+}
+
+TEST_F(MpsTest, AControlDaemonItStartedThatDiesIsStartedAgainByTheWatch) {
+  options_.check_interval_ms = 20;
   auto control = MpsControl::start(options_);
   ASSERT_TRUE(control) << control.error().message;
-  (*control)->watch(20);
+  (*control)->watch();
   std::string pid_text = read_file(options_.pipe_dir + "/control.pid");
   ASSERT_FALSE(pid_text.empty());
   kill(std::atoi(pid_text.c_str()), SIGKILL);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while ((*control)->state() != MpsState::lost && std::chrono::steady_clock::now() < deadline) {
+  while ((*control)->restarts() == 0 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  EXPECT_EQ((*control)->state(), MpsState::lost);
-  EXPECT_FALSE((*control)->check());
-  EXPECT_TRUE((*control)->stop()) << "nothing to quit";
+  EXPECT_EQ((*control)->restarts(), 1u);
+  EXPECT_EQ((*control)->state(), MpsState::started);
+  EXPECT_TRUE((*control)->check());
+  EXPECT_EQ(count_of(log(), "started\n"), 2u) << log();
+  EXPECT_NE(read_file(options_.pipe_dir + "/control.pid"), pid_text) << "a new control daemon";
+  ASSERT_TRUE((*control)->stop());
+  EXPECT_NE(log().find("quit\nexiting\n"), std::string::npos) << "the new one is quit at exit: " << log();
+}
+
+TEST_F(MpsTest, AnAdoptedControlDaemonThatDiesIsLeftToItsOwner) {
+  auto owner = MpsControl::start(options_);  // another sluiced's, say; never asked again here
+  ASSERT_TRUE(owner) << owner.error().message;
+  auto adopted = MpsControl::start(options_);
+  ASSERT_TRUE(adopted) << adopted.error().message;
+  ASSERT_EQ((*adopted)->state(), MpsState::adopted);
+  std::string pid_text = read_file(options_.pipe_dir + "/control.pid");
+  ASSERT_FALSE(pid_text.empty());
+  kill(std::atoi(pid_text.c_str()), SIGKILL);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while ((*adopted)->check() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ((*adopted)->state(), MpsState::lost);
+  EXPECT_FALSE((*adopted)->check()) << "still lost: not sluiced's to start";
+  EXPECT_EQ((*adopted)->restarts(), 0u);
+  EXPECT_EQ(count_of(log(), "started\n"), 1u) << log();
+  EXPECT_TRUE((*adopted)->stop()) << "nothing to quit";
   EXPECT_EQ(log().find("quit"), std::string::npos);
 }
 
