@@ -108,8 +108,9 @@ def case_torch_compile():
 
 def case_triton_loop():
     """Many Triton kernels of tens of microseconds each (inductor's fused normalization and
-    activation over 16M elements, applied 400 times). That is only about 20 ms of GPU time: few
-    RT arrivals find it in flight."""
+    activation over 16M elements, applied SLUICE_CHECK_TRITON_STEPS times, 400 by default). 400
+    steps are only about 20 ms of GPU time, which few RT arrivals find in flight; daemon-kill wants
+    tens of thousands."""
     torch = _torch_deterministic()
     torch.use_deterministic_algorithms(False)
 
@@ -121,7 +122,8 @@ def case_triton_loop():
     x = torch.randn(4096, 4096, generator=gen).cuda()
     w = torch.randn(4096, generator=gen).cuda()
     sums = []
-    for i in range(400):
+    steps = int(os.environ.get("SLUICE_CHECK_TRITON_STEPS", "400"))
+    for i in range(steps):
         x = step(x, w)
         if i % 50 == 49:
             sums.append(x.sum())
@@ -381,6 +383,8 @@ def main() -> int:
     parser.add_argument("--cupy-ptx", action="store_true",
                         help="every run, baselines too, with CUPY_COMPILE_WITH_PTX=1")
     parser.add_argument("--pinger", help="internal: the RT process of daemon-kill; runs until this file exists")
+    parser.add_argument("--triton-steps", type=int, default=400,
+                        help="steps of the triton_loop case (every run of it, baselines too)")
     parser.add_argument("--route-sms", type=int, default=64,
                         help="SMs of the partition the route mode moves work to and from")
     args = parser.parse_args()
@@ -395,10 +399,12 @@ def main() -> int:
         print("check_frameworks: no GPU here; skipping")
         return 77
     shim = str(Path(args.shim).resolve())
+    os.environ["SLUICE_CHECK_TRITON_STEPS"] = str(args.triton_steps)  # inherited by every worker
     out = Path(args.out)
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     report = {"shim": shim, "toggle_ms": args.toggle_ms, "route_sms": args.route_sms, "modes": args.modes,
+              "triton_steps": args.triton_steps,
               "cupy_compile_with_ptx": args.cupy_ptx, "cases": {}}
     for case in args.cases.split(","):
         runs = {mode: run_case(case, mode, shim, work, args.toggle_ms, args.route_sms, args.cupy_ptx)
