@@ -81,11 +81,12 @@ def percentile(values, q):
     return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
 
 
-def bench_policy(setting):
+def bench_policy(setting, knobs=None):
     """RT clients are RT by their command line (a label can only lower a class), BE clients are
-    the default; the policy's mechanism switches follow the setting."""
+    the default; the policy's mechanism switches follow the setting, on top of `knobs` (the
+    policy's scheduler section, from --scheduler)."""
     off = setting.removeprefix("sluice-mps-no-") if setting.startswith("sluice-mps-no-") else None
-    scheduler = {}
+    scheduler = dict(knobs or {})
     if off == "gate":
         scheduler["gate"] = False
     if off == "partition":
@@ -194,7 +195,7 @@ def run_setting(args, workload, setting, work):
     else:
         mps = setting.startswith("sluice-mps")
         off = setting.removeprefix("sluice-mps-no-") if setting.startswith("sluice-mps-no-") else None
-        with Sluiced(args.sluice_build, mps, args.mps_control, work, policy=bench_policy(setting)) as daemon:
+        with Sluiced(args.sluice_build, mps, args.mps_control, work, policy=bench_policy(setting, args.scheduler)) as daemon:
             def env_for(role, name):
                 env = daemon.env(role, run.dir / f"{name}.stats.json")
                 if role == "be" and off != "kill":
@@ -358,6 +359,7 @@ def markdown(doc):
              f"{doc['device']}; {doc['date']}; {doc['duration_s']} s measured per setting"
              + (f", {doc['rounds']} rounds of every setting, interleaved; each figure is the median of the rounds', "
                 "[lowest–highest] after the ratios" if doc.get("rounds", 1) > 1 else "")
+             + (f"; sluice's policy scheduler section {json.dumps(doc['scheduler'])}" if doc.get("scheduler") else "")
              + ". RT alone ran first and last; ratios use the lower of its two p99s"
              + (" of the same round. " if doc.get("rounds", 1) > 1 else ". ") +
              f"RT: {', '.join(doc['spec']['rt'])}. BE: {', '.join(doc['spec']['be'])}.", "",
@@ -419,6 +421,9 @@ def main():
     p.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated subset, in this order")
     p.add_argument("--duration-s", type=float, default=10)
     p.add_argument("--rounds", type=int, default=1, help="run every setting this many times, interleaved")
+    p.add_argument("--scheduler", type=json.loads, default={},
+                   help="JSON object: the sluice settings' policy scheduler section (docs/policy.md), "
+                        "e.g. '{\"holdoff_ms\": 5}'")
     p.add_argument("--rt-delay-s", type=float, default=1.0)
     p.add_argument("--ready-timeout-s", type=float, default=180)
     p.add_argument("--mps-control", default=shutil.which("nvidia-cuda-mps-control") or "nvidia-cuda-mps-control")
@@ -427,6 +432,8 @@ def main():
     if shutil.which("nvidia-smi") is None or subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode:
         print("colocate.py: no GPU", file=sys.stderr)
         sys.exit(77)
+    if not isinstance(args.scheduler, dict):
+        sys.exit(f"colocate.py: --scheduler: expected a JSON object, got {args.scheduler!r}")
     if args.rounds < 1:
         sys.exit(f"colocate.py: --rounds {args.rounds}: expected 1 or more")
     order = [s for s in args.settings.split(",") if s]
@@ -461,7 +468,7 @@ def write_results(args, workload, order, rounds, began, stem):
     results = combine_rounds(rounds)
     device = next((c.get("device") for r in results.values() for c in r["clients"] if c.get("device")), None)
     doc = {"workload": args.workload, "spec": workload, "order": [s for s in order if s in results],
-           "duration_s": args.duration_s, "rounds": len(rounds), "rt_delay_s": args.rt_delay_s, "deadline_factor": DEADLINE_FACTOR,
+           "duration_s": args.duration_s, "rounds": len(rounds), "scheduler": args.scheduler, "rt_delay_s": args.rt_delay_s, "deadline_factor": DEADLINE_FACTOR,
            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
            "device": device or "GPU", "wall_s": time.monotonic() - began, "settings": results}
     stem.with_suffix(".json").write_text(json.dumps(doc, indent=1))

@@ -147,5 +147,14 @@ class Rounds(unittest.TestCase):
         self.assertIn("- train (median of 3 rounds): sluice-mps RT p99 2.00× alone", text)
 
 
+class Policy(unittest.TestCase):
+    def test_scheduler_knobs_apply_under_each_settings_switches(self):
+        policy = colocate.bench_policy("sluice-mps-no-partition", {"holdoff_ms": 5, "partition": True})
+        self.assertEqual(policy["scheduler"], {"holdoff_ms": 5, "partition": False})
+        self.assertTrue(policy["defaults"]["kill"])
+        self.assertEqual(colocate.bench_policy("sluice-mps-no-kill")["scheduler"], {})
+        self.assertFalse(colocate.bench_policy("sluice-mps-no-kill")["defaults"]["kill"])
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
