@@ -65,10 +65,21 @@ CUresult host_func(Driver& drv, Stream& stream, HostFuncWork work) {
   return submit(drv, stream, std::move(spec));
 }
 
+// The word a stream memory operation writes or waits on. Memory the device cannot reach is an
+// invalid value; a misaligned word is an operation the device does not support: the H200 run of
+// the conformance check (bench/results/fake_driver_conformance_h200.txt) answered
+// CUDA_ERROR_NOT_SUPPORTED for cuStreamWaitValue32 on pinned memory + 1. Only that wait was
+// measured; writes and 64-bit words are taken to fail the same way.
+CUresult check_memop_address(Driver& drv, CUdeviceptr address, bool wide) {
+  const std::size_t bytes = wide ? 8 : 4;
+  if (!device_accessible(drv, address, bytes)) return CUDA_ERROR_INVALID_VALUE;
+  if (address % bytes != 0) return CUDA_ERROR_NOT_SUPPORTED;
+  return CUDA_SUCCESS;
+}
+
 CUresult mem_write(Driver& drv, Stream& stream, CUdeviceptr address, std::uint64_t value, bool wide, unsigned flags) {
   if (flags > CU_STREAM_WRITE_VALUE_NO_MEMORY_BARRIER) return CUDA_ERROR_INVALID_VALUE;
-  const std::size_t bytes = wide ? 8 : 4;
-  if (address % bytes != 0 || !device_accessible(drv, address, bytes)) return CUDA_ERROR_INVALID_VALUE;
+  if (CUresult status = check_memop_address(drv, address, wide)) return status;
   OpSpec spec;
   spec.kind = SLUICE_FAKE_OP_MEM_WRITE;
   spec.name = wide ? "write value 64" : "write value 32";
@@ -80,8 +91,7 @@ CUresult mem_write(Driver& drv, Stream& stream, CUdeviceptr address, std::uint64
 CUresult mem_wait(Driver& drv, Stream& stream, CUdeviceptr address, std::uint64_t value, bool wide, unsigned flags) {
   const unsigned condition = flags & ~static_cast<unsigned>(CU_STREAM_WAIT_VALUE_FLUSH);
   if (condition > CU_STREAM_WAIT_VALUE_NOR) return CUDA_ERROR_INVALID_VALUE;
-  const std::size_t bytes = wide ? 8 : 4;
-  if (address % bytes != 0 || !device_accessible(drv, address, bytes)) return CUDA_ERROR_INVALID_VALUE;
+  if (CUresult status = check_memop_address(drv, address, wide)) return status;
   OpSpec spec;
   spec.kind = SLUICE_FAKE_OP_MEM_WAIT;
   spec.name = wide ? "wait value 64" : "wait value 32";

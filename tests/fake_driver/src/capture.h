@@ -13,7 +13,9 @@
 //     cuThreadExchangeStreamCaptureMode): CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
 //   * waiting on an event recorded outside the capture: CUDA_ERROR_STREAM_CAPTURE_ISOLATION;
 //   * query or synchronize of an event recorded in a capture in progress:
-//     CUDA_ERROR_CAPTURED_EVENT (without invalidating).
+//     CUDA_ERROR_CAPTURED_EVENT (without invalidating);
+//   * cuStreamEndCapture on a stream that joined the capture rather than began it:
+//     CUDA_ERROR_ILLEGAL_STATE (as the real driver answered, not STREAM_CAPTURE_UNMATCHED).
 // A graph launch enqueues the nodes on the launch stream in a topological order: branches of a
 // graph run one after another (a valid execution of the graph, not the most concurrent one).
 //

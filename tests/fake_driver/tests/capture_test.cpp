@@ -15,9 +15,20 @@ class CaptureTest : public FakeDriverTest {
     log_ = zeroed_buffer(256);
   }
   void TearDown() override {
+    if (fork_ != nullptr) cuEventDestroy_v2(fork_);
     cuStreamDestroy_v2(origin_);
     cuStreamDestroy_v2(side_);
     FakeDriverTest::TearDown();
+  }
+
+  // Begins a capture on origin_ and forks side_ into it (through fork_), with one kernel on side_
+  // that is never joined back to the origin.
+  void fork_without_join() {
+    ASSERT_CU_OK(cuEventCreate(&fork_, CU_EVENT_DEFAULT));
+    ASSERT_CU_OK(cuStreamBeginCapture_v2(origin_, CU_STREAM_CAPTURE_MODE_GLOBAL));
+    ASSERT_CU_OK(cuEventRecord(fork_, origin_));
+    ASSERT_CU_OK(cuStreamWaitEvent(side_, fork_, 0));
+    ASSERT_CU_OK(append(side_, log_, 1));
   }
 
   // Instantiates `graph`, launches it once on `stream` and waits for it.
@@ -37,6 +48,7 @@ class CaptureTest : public FakeDriverTest {
 
   CUstream origin_ = nullptr;
   CUstream side_ = nullptr;
+  CUevent fork_ = nullptr;
   CUdeviceptr log_ = 0;
 };
 
@@ -135,20 +147,31 @@ TEST_F(CaptureTest, ForkAndJoinThroughEventsBecomeGraphDependencies) {
 }
 
 TEST_F(CaptureTest, AForkThatIsNotJoinedFailsTheCapture) {
-  CUevent fork = nullptr;
-  ASSERT_CU_OK(cuEventCreate(&fork, CU_EVENT_DEFAULT));
-  ASSERT_CU_OK(cuStreamBeginCapture_v2(origin_, CU_STREAM_CAPTURE_MODE_GLOBAL));
-  ASSERT_CU_OK(cuEventRecord(fork, origin_));
-  ASSERT_CU_OK(cuStreamWaitEvent(side_, fork, 0));
-  ASSERT_CU_OK(append(side_, log_, 1));
+  ASSERT_NO_FATAL_FAILURE(fork_without_join());
   CUgraph graph = reinterpret_cast<CUgraph>(1);
-  EXPECT_CU(CUDA_ERROR_STREAM_CAPTURE_UNMATCHED, cuStreamEndCapture(side_, &graph));  // not the origin
   EXPECT_CU(CUDA_ERROR_STREAM_CAPTURE_UNJOINED, cuStreamEndCapture(origin_, &graph));
   EXPECT_EQ(nullptr, graph);
   CUstreamCaptureStatus status = CU_STREAM_CAPTURE_STATUS_ACTIVE;
   ASSERT_CU_OK(cuStreamIsCapturing(side_, &status));
   EXPECT_EQ(CU_STREAM_CAPTURE_STATUS_NONE, status);
-  ASSERT_CU_OK(cuEventDestroy_v2(fork));
+}
+
+// As the real driver answered on the H200 (bench/results/fake_driver_conformance_h200.txt): ending
+// on a stream that joined the capture is an illegal state, not STREAM_CAPTURE_UNMATCHED, and it
+// invalidates the capture, which the origin then ends.
+TEST_F(CaptureTest, EndingOnAJoinedStreamFailsAndInvalidatesTheCapture) {
+  ASSERT_NO_FATAL_FAILURE(fork_without_join());
+  CUgraph graph = nullptr;
+  EXPECT_CU(CUDA_ERROR_ILLEGAL_STATE, cuStreamEndCapture(side_, &graph));
+  CUstreamCaptureStatus status = CU_STREAM_CAPTURE_STATUS_NONE;
+  ASSERT_CU_OK(cuStreamIsCapturing(origin_, &status));
+  EXPECT_EQ(CU_STREAM_CAPTURE_STATUS_INVALIDATED, status);
+  ASSERT_CU_OK(cuStreamIsCapturing(side_, &status));
+  EXPECT_EQ(CU_STREAM_CAPTURE_STATUS_INVALIDATED, status);
+  EXPECT_CU(CUDA_ERROR_STREAM_CAPTURE_INVALIDATED, cuStreamEndCapture(origin_, &graph));
+  EXPECT_EQ(nullptr, graph);
+  ASSERT_CU_OK(cuStreamIsCapturing(side_, &status));
+  EXPECT_EQ(CU_STREAM_CAPTURE_STATUS_NONE, status);
 }
 
 TEST_F(CaptureTest, SynchronizingACapturingStreamInvalidatesTheCapture) {

@@ -18,7 +18,7 @@ struct Query {
   const char* name;
   int version;
   cuuint64_t flags;
-  const char* expected;  // null: not found
+  const char* expected;  // null: no entry point
   CUdriverProcAddressQueryResult status;
 };
 
@@ -57,7 +57,9 @@ TEST(ProcAddress, MapsNameVersionAndFlagsToTheExactVariant) {
     CUresult result = cuGetProcAddress_v2(q.name, &pfn, q.version, q.flags, &status);
     EXPECT_EQ(q.status, status) << q.name << " " << q.version << " " << q.flags;
     if (q.expected == nullptr) {
-      EXPECT_EQ(CUDA_ERROR_NOT_FOUND, result) << q.name;
+      // Too old a version is no error, only a null pointer (cuda.h; the real driver on the H200).
+      const CUresult none = q.status == CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT ? CUDA_SUCCESS : CUDA_ERROR_NOT_FOUND;
+      EXPECT_EQ(none, result) << q.name;
       EXPECT_EQ(nullptr, pfn) << q.name;
     } else {
       EXPECT_EQ(CUDA_SUCCESS, result) << q.name;

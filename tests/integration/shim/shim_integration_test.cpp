@@ -331,6 +331,15 @@ TEST_F(ShimIntegration, MissingDriverFailsCallsAndSaysWhyOnce) {
   EXPECT_EQ(mentions, 1u) << r.err;
 }
 
+// Without a driver the shim answers cuGetProcAddress from its table, with the driver's results:
+// its own variants, and CUDA_SUCCESS with a null pointer for too old a version.
+TEST_F(ShimIntegration, MissingDriverStillAnswersCuGetProcAddressAsTheDriverWould) {
+  Env env = through_shim({});
+  env["SLUICE_REAL_LIBCUDA"] = "/nonexistent/libcuda.so.1";
+  const Result r = run({SLUICE_IT_CLIENT, "proctable"}, env);
+  EXPECT_EQ(r.status, 0) << r.err;
+}
+
 TEST(ShimLibrary, ExportsExactlyTheDriverSymbols) {
   std::set<std::string> expected;
   {

@@ -121,6 +121,41 @@ TEST_F(FakeEngineTest, CapturedWorkPassesThroughAndItsGraphIsGated) {
   cu->cuGraphDestroy(graph);
 }
 
+// The real driver (the H200 run, bench/results/fake_driver_conformance_h200.txt) refuses to end a
+// capture on a stream that only joined it, with CUDA_ERROR_ILLEGAL_STATE, and invalidates the
+// capture: for the engine the capture goes on until its origin ends it.
+TEST_F(FakeEngineTest, AFailedEndOnAJoinedStreamLeavesTheCaptureToItsOrigin) {
+  CUstream origin = new_stream(CU_STREAM_NON_BLOCKING);
+  CUstream joined = new_stream(CU_STREAM_NON_BLOCKING);
+  CUdeviceptr buffer = new_buffer(64);
+  CUevent fork = nullptr;
+  ASSERT_CU_OK(cu->cuEventCreate(&fork, 0));
+  ASSERT_CU_OK(engine->begin_capture(StreamAbi::legacy, origin, [&] {
+    return cu->cuStreamBeginCapture_v2(origin, CU_STREAM_CAPTURE_MODE_GLOBAL);
+  }));
+  ASSERT_CU_OK(engine->record_event(StreamAbi::legacy, cu->cuEventRecord, fork, origin));
+  ASSERT_CU_OK(engine->wait_event(StreamAbi::legacy, cu->cuStreamWaitEvent, joined, fork, 0));
+  ASSERT_CU_OK(launch_affine(StreamAbi::legacy, joined, buffer, 3, 1, 16));  // recorded
+  CUgraph graph = nullptr;
+  EXPECT_EQ(engine->end_capture(StreamAbi::legacy, joined,
+                                [&] { return cu->cuStreamEndCapture(joined, &graph); }),
+            CUDA_ERROR_ILLEGAL_STATE);
+  EXPECT_TRUE(engine->capture_active());
+  EXPECT_EQ(engine->end_capture(StreamAbi::legacy, origin,
+                                [&] { return cu->cuStreamEndCapture(origin, &graph); }),
+            CUDA_ERROR_STREAM_CAPTURE_INVALIDATED);
+  EXPECT_EQ(graph, nullptr);
+  EXPECT_FALSE(engine->capture_active());
+  // With the capture over, the gate holds work again.
+  gate->set_open(false);
+  ASSERT_CU_OK(launch_affine(StreamAbi::legacy, joined, buffer, 1, 2, 16));
+  EXPECT_EQ(engine->held_now(), 1u);
+  gate->set_open(true);
+  ASSERT_CU_OK(engine->synchronize_stream(StreamAbi::legacy, cu->cuStreamSynchronize, joined));
+  EXPECT_EQ(read(buffer, 16), std::vector<std::uint32_t>(16, 2u));  // 0*1+2: nothing captured ran
+  ASSERT_CU_OK(engine->destroy_event(cu->cuEventDestroy_v2, fork));
+}
+
 TEST_F(FakeEngineTest, ChunkedCopiesGiveTheSameBytes) {
   CUstream s = new_stream(CU_STREAM_NON_BLOCKING);
   constexpr std::size_t kWordsTotal = 10000;
