@@ -22,6 +22,9 @@ Settings:
   sluice-mps-no-<m>           sluice-mps with one mechanism off (gate, priority, partition, kill)
                               (no-gate matters only where BE is not in a partition: a partitioned
                               BE is granted an unlimited budget with the gate on too)
+  sluice-mps-reserve-<N>      sluice-mps with a fixed reserve of N SMs (a multiple of 8) instead of
+                              the automatic one: how much RT latency each reserve buys, and what
+                              BE pays for it (not in the default list; name them in --settings)
 
 --rounds N runs the whole list of settings N times, interleaved (so that the machine's slow spells
 fall on every setting alike). Each round's ratios use that round's own alone runs; the tables give
@@ -68,10 +71,19 @@ SETTINGS = (["rt-alone", "be-alone", "timeslice", "mps", "priority", "sluice-tim
 # RT alone runs first and again last: the machine has stalls of its own (a second or so of slower
 # service now and then), and the lower p99 of the two is the baseline every ratio uses.
 ALONE_RT = ("rt-alone", "rt-alone-2")
+RESERVE_PREFIX = "sluice-mps-reserve-"
 
 # A request misses its deadline when it takes longer than this many times the p99 of the same RT
 # client alone in the same run.
 DEADLINE_FACTOR = 1.5
+
+
+def known_setting(name):
+    """One of SETTINGS, or a sluice-mps-reserve-N with N a positive multiple of 8."""
+    if name in SETTINGS:
+        return True
+    n = name.removeprefix(RESERVE_PREFIX)
+    return name.startswith(RESERVE_PREFIX) and n.isdigit() and int(n) > 0 and int(n) % 8 == 0
 
 
 def percentile(values, q):
@@ -87,6 +99,8 @@ def bench_policy(setting, knobs=None):
     policy's scheduler section, from --scheduler)."""
     off = setting.removeprefix("sluice-mps-no-") if setting.startswith("sluice-mps-no-") else None
     scheduler = dict(knobs or {})
+    if setting.startswith(RESERVE_PREFIX):
+        scheduler["reserve_sms"] = int(setting.removeprefix(RESERVE_PREFIX))
     if off == "gate":
         scheduler["gate"] = False
     if off == "partition":
@@ -437,9 +451,9 @@ def main():
     if args.rounds < 1:
         sys.exit(f"colocate.py: --rounds {args.rounds}: expected 1 or more")
     order = [s for s in args.settings.split(",") if s]
-    unknown = [s for s in order if s not in SETTINGS]
+    unknown = [s for s in order if not known_setting(s)]
     if unknown:
-        sys.exit(f"colocate.py: unknown settings {unknown}; known: {SETTINGS}")
+        sys.exit(f"colocate.py: unknown settings {unknown}; known: {SETTINGS} and {RESERVE_PREFIX}N (N a multiple of 8)")
     workload = WORKLOADS[args.workload]
     work = Path(tempfile.mkdtemp(prefix="sluice-colocate-"))
     rounds = []

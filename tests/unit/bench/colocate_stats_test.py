@@ -155,6 +155,15 @@ class Policy(unittest.TestCase):
         self.assertEqual(colocate.bench_policy("sluice-mps-no-kill")["scheduler"], {})
         self.assertFalse(colocate.bench_policy("sluice-mps-no-kill")["defaults"]["kill"])
 
+    def test_a_reserve_setting_fixes_the_reserve_over_the_knobs(self):
+        policy = colocate.bench_policy("sluice-mps-reserve-32", {"reserve_sms": "auto", "holdoff_ms": 5})
+        self.assertEqual(policy["scheduler"], {"reserve_sms": 32, "holdoff_ms": 5})
+        self.assertTrue(policy["defaults"]["kill"])
+        self.assertTrue(colocate.known_setting("sluice-mps-reserve-64"))
+        for bad in ("sluice-mps-reserve-20", "sluice-mps-reserve-0", "sluice-mps-reserve-", "sluice-mps-reserve-x8",
+                    "sluice-mps-no-mps"):
+            self.assertFalse(colocate.known_setting(bad), bad)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
