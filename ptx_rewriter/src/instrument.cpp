@@ -10,13 +10,14 @@ namespace sluice::ptx {
 namespace {
 
 // The block-entry check, in PTX; a fmt template, so {{ }} are the scope's own braces. Registers:
-// p0 skip, p1 "not thread (0,0,0)", rd0 launch record, rd1 linear block number, rd2 the record
-// plus 4 * the block's done word, r7 the block's done bit, rd3 the kill word's address.
+// p0 skip, p1 "not thread (0,0,0)", p5 a resume launch (kill_abi::kResumeBit: the kill word is not
+// read), rd0 launch record, rd1 linear block number, rd2 the record plus 4 * the block's done
+// word, r7 the block's done bit, rd3 the kill word's address.
 // `ld.volatile` because the kill word changes under a running grid (sluiced writes it); the done
 // word is read volatile too, since other blocks of this grid set their bits in it.
 constexpr std::string_view kDecide = R"(
 {{
-.reg .pred %__sluice_p<5>;
+.reg .pred %__sluice_p<6>;
 .reg .b32 %__sluice_r<10>;
 .reg .b64 %__sluice_rd<4>;
 {shared_declaration}
@@ -31,6 +32,9 @@ setp.ne.u32 %__sluice_p1, %__sluice_r0, 0;
 ld.param.u64 %__sluice_rd0, [__sluice_launch];
 setp.eq.u64 %__sluice_p2, %__sluice_rd0, 0;
 @%__sluice_p2 bra $__sluice_decided;
+and.b64 %__sluice_rd3, %__sluice_rd0, {resume_bit};
+setp.ne.u64 %__sluice_p5, %__sluice_rd3, 0;
+and.b64 %__sluice_rd0, %__sluice_rd0, {record_mask};
 mov.u32 %__sluice_r1, %ctaid.x;
 mov.u32 %__sluice_r2, %ctaid.y;
 mov.u32 %__sluice_r3, %ctaid.z;
@@ -48,6 +52,7 @@ and.b32 %__sluice_r6, %__sluice_r6, 31;
 mov.u32 %__sluice_r7, 1;
 shl.b32 %__sluice_r7, %__sluice_r7, %__sluice_r6;
 ld.global.u64 %__sluice_rd3, [__sluice_kill_flag];
+@%__sluice_p5 mov.u64 %__sluice_rd3, 0;
 mov.u32 %__sluice_r8, 0;
 setp.ne.u64 %__sluice_p3, %__sluice_rd3, 0;
 @%__sluice_p3 ld.volatile.global.u32 %__sluice_r8, [%__sluice_rd3];
@@ -84,7 +89,9 @@ std::string prologue_text(Broadcast broadcast) {
       fmt::runtime(kDecide),
       fmt::arg("shared_declaration", shared ? ".shared .align 4 .u32 __sluice_skip;" : ""),
       fmt::arg("broadcast", shared ? kSharedBroadcast : kBarrierBroadcast),
-      fmt::arg("done", kill_abi::kDoneOffset), fmt::arg("killed", kill_abi::kKilledOffset));
+      fmt::arg("done", kill_abi::kDoneOffset), fmt::arg("killed", kill_abi::kKilledOffset),
+      fmt::arg("resume_bit", kill_abi::kResumeBit),
+      fmt::arg("record_mask", fmt::format("{:#018x}", ~kill_abi::kResumeBit)));
 }
 
 Variable kill_flag_variable() {

@@ -451,6 +451,9 @@ CUresult TwinLaunch::run(CUstream stream, FunctionRef<CUresult(CUstream)> origin
     SLUICE_LOG_ONCE(warn, "kill: cuStreamWaitValue32 failed ({}); killed blocks resume at once",
                     static_cast<int>(wait));
   }
+  // The second launch resumes: it runs every block the first did not start, whatever the kill
+  // word says by then (a kill raised again while it runs would otherwise leave blocks behind).
+  set_record(record->ptr | kill_abi::kResumeBit);
   const CUresult second = launch_twin(stream);
   const bool recorded = cu.cuEventRecord(record->done, stream) == CUDA_SUCCESS;
   twins.release_record(record, recorded, /*unused=*/false);

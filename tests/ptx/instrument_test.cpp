@@ -308,9 +308,10 @@ class LaunchSimulator {
     return (device_.load32(kRecord + kill_abi::kDoneOffset + 4 * (block / 32)) >> (block % 32)) & 1;
   }
 
-  // Launches the grid; `kill_after` blocks start before the kill word turns non-zero (-1: never).
-  // Returns the linear numbers of the blocks that ran, in launch order.
-  std::vector<std::uint64_t> launch(bool tracked, long kill_after = -1) {
+  // Launches the grid; `kill_after` blocks start before the kill word turns non-zero (-1: never);
+  // `resume` sets kill_abi::kResumeBit in the record parameter. Returns the linear numbers of the
+  // blocks that ran, in launch order.
+  std::vector<std::uint64_t> launch(bool tracked, long kill_after = -1, bool resume = false) {
     std::vector<std::uint64_t> ran;
     long started = 0;
     for (std::uint32_t z = 0; z < grid_.z; ++z) {
@@ -319,7 +320,8 @@ class LaunchSimulator {
           if (kill_after >= 0 && started++ == kill_after) set_kill(1);
           std::map<std::string, std::uint64_t> params;
           for (const Param& param : entry_.params) params[param.name] = 0xdead0000;
-          params[std::string(kill_abi::kLaunchParamName)] = tracked ? kRecord : 0;
+          params[std::string(kill_abi::kLaunchParamName)] =
+              tracked ? kRecord | (resume ? kill_abi::kResumeBit : 0) : 0;
           const testing::BlockOutcome outcome = testing::run_block_check(
               entry_, device_, grid_, testing::Dim3{x, y, z}, threads_, params);
           EXPECT_EQ(outcome.error, "");
@@ -384,6 +386,28 @@ TEST_P(ExecutedCheck, KilledBlocksResumeExactlyOnce) {
   // A third launch with the same record runs nothing: every block already ran.
   EXPECT_TRUE(sim.launch(true).empty());
   EXPECT_EQ(sim.killed(), 0u);
+}
+
+// The shim's second launch is a resume: a kill raised while it runs must not leave blocks behind.
+TEST_P(ExecutedCheck, AResumeLaunchRunsTheRestWhateverTheKillWord) {
+  const Module module = twin_module(read_text(testing::source_dir() / "golden/mixed_module.ptx"));
+  LaunchSimulator sim(twin_entry(module, "blocks_3d"), {5, 3, 3}, {2, 2, 2});
+  sim.point_flag_at_kill_word();
+  const std::vector<std::uint64_t> first = sim.launch(true, 9);
+  ASSERT_EQ(first.size(), 9u);
+  sim.reset_killed();
+  // The word is still raised, and is raised again at the resume's first block: it runs the rest.
+  const std::vector<std::uint64_t> second = sim.launch(true, 0, /*resume=*/true);
+  EXPECT_EQ(sim.killed(), 0u);
+  std::vector<std::uint64_t> all = first;
+  all.insert(all.end(), second.begin(), second.end());
+  std::sort(all.begin(), all.end());
+  std::vector<std::uint64_t> expected(sim.blocks());
+  std::iota(expected.begin(), expected.end(), 0);
+  EXPECT_EQ(all, expected);
+  for (std::uint64_t block = 0; block < sim.blocks(); ++block) EXPECT_TRUE(sim.done_bit(block));
+  // Every block ran: another resume runs nothing.
+  EXPECT_TRUE(sim.launch(true, -1, true).empty());
 }
 
 TEST_P(ExecutedCheck, KillBeforeAnyBlockAndUntrackedLaunches) {

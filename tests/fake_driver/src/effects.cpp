@@ -165,12 +165,16 @@ Wave next_wave(Driver& drv, KernelWork& kernel, unsigned sm_count) {
   const KernelDesc& desc = *kernel.desc;
   const std::uint64_t waves = (blocks + sms - 1) / sms;
   const std::uint64_t wave_ns = desc.op == KernelOp::spin ? kernel_param(kernel, 0) : desc.duration_ns.value_or(0) / waves;
-  const auto record = static_cast<std::uintptr_t>(kernel_param(kernel, desc.params.size() - 1));
+  // The launch parameter: the record's address, bit 0 set for a resume launch (it never reads the
+  // kill word).
+  const std::uint64_t launch = kernel_param(kernel, desc.params.size() - 1);
+  const bool resume = (launch & 1) != 0;
+  const auto record = static_cast<std::uintptr_t>(launch & ~std::uint64_t{1});
   if (record != 0 && !device_accessible(drv, record, 8 + 4 * ((blocks + 31) / 32))) return {0, CUDA_ERROR_ILLEGAL_ADDRESS};
   while (kernel.next_block < blocks) {
     // All blocks of a wave start together: one look at the kill word for the wave.
     bool kill = false;
-    if (kernel.kill_flag != 0) {
+    if (kernel.kill_flag != 0 && !resume) {
       if (!device_accessible(drv, kernel.kill_flag, 8)) return {0, CUDA_ERROR_ILLEGAL_ADDRESS};
       const auto word = static_cast<std::uintptr_t>(__atomic_load_n(at<std::uint64_t>(kernel.kill_flag), __ATOMIC_SEQ_CST));
       if (word != 0) {

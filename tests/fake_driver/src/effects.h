@@ -43,7 +43,8 @@ std::uint64_t kernel_param(const KernelWork& kernel, std::size_t index);
 // Kill-instrumented twins (docs/architecture.md, "Contract: kill instrumentation"). Their grids
 // run wave by wave (a wave is as many blocks as the grid has SMs); at the start of each wave every
 // block does the twin's entry check: a block whose done bit is set skips, a block that reads a
-// non-zero kill word sets `killed` and skips, any other block sets its done bit and runs. Returns
+// non-zero kill word sets `killed` and skips (a resume launch, bit 0 of the record parameter set,
+// never reads the word), any other block sets its done bit and runs. Returns
 // the device time of the next wave with a running block (waves where every block skips take no
 // time), 0 when the grid is over, or a fault when the check touches invalid memory.
 struct Wave {

@@ -12,9 +12,10 @@
 //   2. the twin with an untracked launch (record 0): must equal the reference;
 //   3. the twin with a launch record; from another stream, cuStreamWriteValue32 sets the kill word
 //      part-way through (as sluiced does); the record must show some blocks ran and some did not;
-//      then the kill word is cleared, `killed` reset, the twin relaunched with the same record:
-//      every done bit set, the output bit-identical to the reference, and every block ran exactly
-//      once;
+//      then `killed` is reset and the twin relaunched with the same record as a resume
+//      (kill_abi::kResumeBit), the kill word still raised, as the shim's second launch may find
+//      it: every done bit set, the output bit-identical to the reference, and every block ran
+//      exactly once;
 //   4. overhead: the median of many event-timed runs of original, untracked twin, tracked twin and
 //   the
 //      shared-word variant, interleaved in one process;
@@ -571,15 +572,17 @@ class Experiment {
     out["killed_flag"] = first.killed;
     out["mid_run"] = mid_run;
 
-    // Clear the kill, reset `killed`, relaunch with the same record.
-    kill_word_.zero();
+    // Reset `killed` and resume with the same record while the kill word is still raised: a
+    // resume never reads it, so it runs exactly the blocks that never started.
     CU(gpu_, cuMemsetD32(record_.ptr() + kill_abi::kKilledOffset, 0, 1));
-    launch(twin_->function(), record_.ptr());
+    launch(twin_->function(), record_.ptr() | kill_abi::kResumeBit);
     CU(gpu_, cuStreamSynchronize(work_stream_));
+    kill_word_.zero();
     const Record second = read_record();
     const std::vector<std::byte> resumed = workload_.result();
     const bool identical = resumed == reference_;
     const std::string once = workload_.exactly_once();
+    out["resumed_with_kill_word_raised"] = true;
     out["done_after_resume"] = second.done;
     out["killed_after_resume"] = second.killed;
     out["identical_to_original"] = identical;

@@ -29,7 +29,7 @@
 namespace sluice::ptx {
 
 // Bump whenever the emitted PTX changes: it is part of the cache key.
-inline constexpr std::string_view kRewriterVersion = "sluice-ptx/1";
+inline constexpr std::string_view kRewriterVersion = "sluice-ptx/2";
 
 enum class Broadcast {
   // bar.red.or.pred: thread 0's decision ORed over the block by the barrier itself. No shared

@@ -14,8 +14,13 @@ namespace sluice::ptx::kill_abi {
 inline constexpr std::string_view kKillFlagSymbol = "__sluice_kill_flag";
 
 // `.param .u64` appended after the original parameters of each instrumented entry: the device
-// address of the launch record, or 0 for an untracked launch (every block runs).
+// address of the launch record, or 0 for an untracked launch (every block runs). Bit 0 set
+// (kResumeBit; records are 8-byte aligned, so the address never has it) makes the launch a
+// resume: its blocks skip only where their done bit is set and never read the kill word. The
+// launch that finishes a killed one is a resume, so that a kill raised again while it runs cannot
+// leave blocks that never run.
 inline constexpr std::string_view kLaunchParamName = "__sluice_launch";
+inline constexpr std::uint64_t kResumeBit = 1;
 
 // Every name the rewriter introduces starts with this; inputs that already use it are refused.
 inline constexpr std::string_view kReservedPrefix = "__sluice_";
@@ -26,7 +31,7 @@ inline constexpr std::string_view kReservedPrefix = "__sluice_";
 //   u32 done[]      bit b of done[w]: block 32*w+b has started (so it will finish)
 // Block numbers are linear: ctaid.x + nctaid.x * (ctaid.y + nctaid.y * ctaid.z).
 // Relaunching the same twin with the same parameters and record runs exactly the blocks whose bit
-// is clear; the shim resets `killed` to 0 before a relaunch and reads it after completion.
+// is clear (all of them when the relaunch is a resume, kResumeBit).
 inline constexpr std::uint32_t kKilledOffset = 0;
 inline constexpr std::uint32_t kReservedOffset = 4;
 inline constexpr std::uint32_t kDoneOffset = 8;
