@@ -29,6 +29,17 @@ def ratio(s, key):
     return fmt(s.get(key)) + (f" [{span[0]:.2f}–{span[1]:.2f}]" if span else "")
 
 
+def where(docs):
+    """Which device ran which workloads, and when: 'train, B on GPU X (date to date); A on GPU Y (date)'."""
+    parts = []
+    for device in dict.fromkeys(doc["device"] for doc in docs):
+        mine = [doc for doc in docs if doc["device"] == device]
+        dates = sorted(doc["date"] for doc in mine)
+        when = dates[0] + (f" to {dates[-1]}" if dates[-1] != dates[0] else "")
+        parts.append(f"{', '.join(doc['workload'] for doc in mine)} on {device} ({when})")
+    return "; ".join(parts)
+
+
 def table(docs):
     lines = ["| workload | setting | RT p99 ms | p99 / RT alone | deadline misses | BE steps/s | BE / MPS | "
              "BE losses identical |", "|---|---|---|---|---|---|---|---|"]
@@ -53,10 +64,8 @@ def table(docs):
                             f"sluice-mps RT p99 {best['rt_p99_ratio']:.2f}× alone "
                             f"(goal ≤ {RT_GOAL}: {'met' if rt_ok else 'not met'}), BE {best['be_vs_mps']:.2f}× MPS "
                             f"(goal ≥ {BE_GOAL}: {'met' if be_ok else 'not met'})")
-    devices = sorted({doc["device"] for doc in docs})
-    dates = sorted({doc["date"] for doc in docs})
-    head = [f"Measured on {', '.join(devices)} ({dates[0]}{' to ' + dates[-1] if len(dates) > 1 else ''}) by "
-            "`scripts/bench/run WORKLOAD`; every ratio compares figures of the same run (with several rounds, "
+    head = [f"Measured by `scripts/bench/run WORKLOAD`: {where(docs)}. Every ratio compares figures of the same run "
+            "(with several rounds, "
             "the median of the rounds' ratios, [lowest–highest] after it). Per-workload tables with "
             "every setting (each sluice mechanism off in turn, BE / alone, total throughput) and the plots: "
             "`bench/results/colocation_*.md`, `*_cdf.png`, `*_timeline.png`.", ""]

@@ -97,6 +97,13 @@ class Statistics(unittest.TestCase):
         self.assertIn("| train | sluice-mps | 3.00 | 1.00 | 0.0% | 18.1 | 0.90 | **no** |", out)
         self.assertIn("goal ≤ 1.05: met), BE 0.90× MPS (goal ≥ 0.9: met)", out)
 
+    def test_the_table_says_which_device_ran_each_workload(self):
+        docs = [{"workload": w, "device": d, "date": t} for w, d, t in
+                (("train", "H100", "2026-01-02 00:00 UTC"), ("A", "H200", "2026-01-01 00:00 UTC"),
+                 ("B", "H100", "2026-01-03 00:00 UTC"))]
+        self.assertEqual(report.where(docs), "train, B on H100 (2026-01-02 00:00 UTC to 2026-01-03 00:00 UTC); "
+                                             "A on H200 (2026-01-01 00:00 UTC)")
+
 
 class Rounds(unittest.TestCase):
     """--rounds: each round's ratios come from its own alone runs; the table shows their median."""
