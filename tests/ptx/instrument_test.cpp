@@ -345,6 +345,20 @@ const Function& twin_entry(const Module& module, const std::string& name) {
   return *entry;
 }
 
+// The blocks two launches ran, sorted: every block once when they are every_block(sim).
+std::vector<std::uint64_t> together(std::vector<std::uint64_t> first,
+                                    const std::vector<std::uint64_t>& second) {
+  first.insert(first.end(), second.begin(), second.end());
+  std::sort(first.begin(), first.end());
+  return first;
+}
+
+std::vector<std::uint64_t> every_block(const LaunchSimulator& sim) {
+  std::vector<std::uint64_t> blocks(sim.blocks());
+  std::iota(blocks.begin(), blocks.end(), 0);
+  return blocks;
+}
+
 class ExecutedCheck : public ::testing::TestWithParam<Broadcast> {
  protected:
   Module twin_module(const std::string& source) {
@@ -376,12 +390,7 @@ TEST_P(ExecutedCheck, KilledBlocksResumeExactlyOnce) {
   sim.reset_killed();
   const std::vector<std::uint64_t> second = sim.launch(true);
   EXPECT_EQ(sim.killed(), 0u);
-  std::vector<std::uint64_t> all = first;
-  all.insert(all.end(), second.begin(), second.end());
-  std::sort(all.begin(), all.end());
-  std::vector<std::uint64_t> expected(sim.blocks());
-  std::iota(expected.begin(), expected.end(), 0);
-  EXPECT_EQ(all, expected);
+  EXPECT_EQ(together(first, second), every_block(sim));
 
   // A third launch with the same record runs nothing: every block already ran.
   EXPECT_TRUE(sim.launch(true).empty());
@@ -399,12 +408,7 @@ TEST_P(ExecutedCheck, AResumeLaunchRunsTheRestWhateverTheKillWord) {
   // The word is still raised, and is raised again at the resume's first block: it runs the rest.
   const std::vector<std::uint64_t> second = sim.launch(true, 0, /*resume=*/true);
   EXPECT_EQ(sim.killed(), 0u);
-  std::vector<std::uint64_t> all = first;
-  all.insert(all.end(), second.begin(), second.end());
-  std::sort(all.begin(), all.end());
-  std::vector<std::uint64_t> expected(sim.blocks());
-  std::iota(expected.begin(), expected.end(), 0);
-  EXPECT_EQ(all, expected);
+  EXPECT_EQ(together(first, second), every_block(sim));
   for (std::uint64_t block = 0; block < sim.blocks(); ++block) EXPECT_TRUE(sim.done_bit(block));
   // Every block ran: another resume runs nothing.
   EXPECT_TRUE(sim.launch(true, -1, true).empty());

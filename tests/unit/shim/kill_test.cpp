@@ -392,33 +392,34 @@ TEST_F(KillTest, KilledBlocksResumeAfterTheWaitAndEveryBlockRunsOnce) {
   std::sort(killed_first.begin(), killed_first.end());
   EXPECT_EQ(killed_first, (std::vector<std::uint64_t>{0, kWaves * ns_per_wave}));
 
-  // Killed while it runs (whenever that is): the two launches together run each wave once.
-  trace->clear();
-  ASSERT_CU_OK(spin());
-  std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  set_word(1);
-  std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  set_word(0);
-  ASSERT_CU_OK(engine->synchronize_stream(StreamAbi::legacy, cu->cuStreamSynchronize, stream));
-  const auto times = twin_times();
-  ASSERT_EQ(times.size(), 2u);
-  EXPECT_EQ(times[0] + times[1], kWaves * ns_per_wave);
-
-  // Killed again while the second twin runs: that launch resumes, it does not read the word, so
-  // no block is left behind (sluiced raises the word whenever RT arrives, however often).
-  trace->clear();
-  ASSERT_CU_OK(spin());
-  std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  set_word(1);
-  std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  set_word(0);
-  std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  set_word(1);
-  ASSERT_CU_OK(engine->synchronize_stream(StreamAbi::legacy, cu->cuStreamSynchronize, stream));
-  set_word(0);
-  const auto again = twin_times();
-  ASSERT_EQ(again.size(), 2u);
-  EXPECT_EQ(again[0] + again[1], kWaves * ns_per_wave);
+  // Killed while it runs (whenever that is) and lowered; with `again`, raised once more while the
+  // second twin runs and lowered only after the stream drained.
+  auto kill_while_running = [&](bool again) {
+    trace->clear();
+    ASSERT_CU_OK(spin());
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    set_word(1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    set_word(0);
+    if (again) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      set_word(1);
+    }
+    ASSERT_CU_OK(engine->synchronize_stream(StreamAbi::legacy, cu->cuStreamSynchronize, stream));
+    set_word(0);
+  };
+  auto expect_each_wave_once = [&] {
+    const auto times = twin_times();
+    ASSERT_EQ(times.size(), 2u);
+    EXPECT_EQ(times[0] + times[1], kWaves * ns_per_wave);
+  };
+  // The two launches together run each wave once.
+  kill_while_running(false);
+  expect_each_wave_once();
+  // Also when killed again while the second twin runs: that launch resumes and does not read the
+  // word, so no block is left behind (sluiced raises the word whenever RT arrives, however often).
+  kill_while_running(true);
+  expect_each_wave_once();
   EXPECT_EQ(stats().twin_launches, 4u);
   cu->cuStreamDestroy_v2(killer);
 }
