@@ -12,6 +12,8 @@
 #   cupy          instrumented-kernel overhead on CuPy kernels (scripts/gpu/instrumented_overhead.py)
 #   mechanisms    RT latency / BE throughput per mechanism, MPS and timeslice (scripts/gpu/mechanisms.py)
 #   frameworks    bit-identical outputs of PyTorch, torch.compile, CUDA graphs, JAX, CuPy (check_frameworks.py)
+#   daemon-kill   the same under sluiced with an RT pinger, so that twins are killed and resumed
+#                 mid-run: 20,000 steps of a Triton kernel and a torch.compile job, bit for bit
 #   demo          sluiced with PyTorch RT and BE clients (tests/integration/scheduler/gpu_demo.sh)
 # Each step's log goes to OUT_DIR/STEP.log; a failed step does not stop the others. Exit 77 without a GPU.
 set -uo pipefail
@@ -20,7 +22,7 @@ build=$(cd "${1:?usage: run_checks.sh BUILD_DIR OUT_DIR [STEP...]}" && pwd)
 out=${2:?usage: run_checks.sh BUILD_DIR OUT_DIR [STEP...]}
 shift 2
 steps=("$@")
-((${#steps[@]})) || steps=(conformance overhead kill cupy mechanisms frameworks demo)
+((${#steps[@]})) || steps=(conformance overhead kill cupy mechanisms frameworks daemon-kill demo)
 if ! nvidia-smi -L >/dev/null 2>&1; then echo "run_checks.sh: no GPU" >&2; exit 77; fi
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >"$out/gpu.csv"
@@ -35,6 +37,9 @@ run_step() {
     cupy) python3 scripts/gpu/instrumented_overhead.py --sluice-ptx "$build/ptx_rewriter/sluice-ptx" --out "$out" ;;
     mechanisms) python3 scripts/gpu/mechanisms.py --bin "$build/bench/gpu/mechanisms" --out "$out" ;;
     frameworks) python3 scripts/gpu/check_frameworks.py --shim "$build/shim/libsluice.so" --out "$out" ;;
+    daemon-kill) python3 scripts/gpu/check_frameworks.py --shim "$build/shim/libsluice.so" --out "$out" \
+                   --report-name frameworks_daemon_kill --cases triton_loop,torch_compile \
+                   --modes daemon-kill --triton-steps 20000 ;;
     demo) python3 scripts/demo.d/scenario.py --build "$build" --mode gpu --duration 5 \
             --out-json "$out/scheduler_scenario_gpu.json" --out-md "$out/scheduler_scenario_gpu.md" ;;
     *) echo "unknown step $step"; return 2 ;;
