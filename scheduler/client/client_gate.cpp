@@ -556,6 +556,7 @@ class DaemonGate final : public ClientGate {
     log::warn("lost sluiced at {}; {} until it is back", c.socket_path,
               options_.on_loss == OnDaemonLoss::wait ? "holding best-effort work" : "passthrough");
     unreachable_logged_.store(true);  // the loss was said; retries stay quiet
+    env_.listener.daemon_lost();      // a kill word it raised would pause killed work for good
     env_.listener.gate_changed();
   }
 

@@ -82,6 +82,10 @@ void Engine::gate_changed() noexcept {
   notify_progress();
 }
 
+void Engine::daemon_lost() noexcept {
+  if (data_->twins != nullptr) data_->twins->lower_kill_words();
+}
+
 std::uint64_t Engine::held_now() const noexcept {
   return data_->held_total.load(std::memory_order_acquire);
 }

@@ -142,6 +142,17 @@ CUdeviceptr Twins::kill_word(Gate& gate) {
     return 0;
   }
   kill_words_[device] = word;
+  Lowering lowering{nullptr, nullptr, word};
+  if (cu.cuCtxGetCurrent == nullptr || cu.cuStreamCreate == nullptr ||
+      cu.cuCtxGetCurrent(&lowering.ctx) != CUDA_SUCCESS ||
+      cu.cuStreamCreate(&lowering.stream, CU_STREAM_NON_BLOCKING) != CUDA_SUCCESS) {
+    log::warn("kill: no stream to lower the kill word of device {} with; work that sluiced killed "
+              "stays paused if sluiced is lost before it lowers the word",
+              device);
+  } else {
+    std::lock_guard lock(lower_mu_);
+    lowering_.push_back(lowering);
+  }
   CUipcMemHandle handle{};
   if (cu.cuIpcGetMemHandle != nullptr && cu.cuIpcGetMemHandle(&handle, word) == CUDA_SUCCESS) {
     gate.register_kill_word(device, handle, 0);
@@ -151,6 +162,26 @@ CUdeviceptr Twins::kill_word(Gate& gate) {
               device);
   }
   return word;
+}
+
+void Twins::lower_kill_words() noexcept {
+  const DriverApi& cu = driver_;
+  if (cu.cuCtxPushCurrent_v2 == nullptr || cu.cuCtxPopCurrent_v2 == nullptr ||
+      cu.cuStreamWriteValue32_v2 == nullptr) {
+    return;
+  }
+  std::lock_guard lock(lower_mu_);
+  for (const Lowering& l : lowering_) {
+    if (cu.cuCtxPushCurrent_v2(l.ctx) != CUDA_SUCCESS) continue;
+    const CUresult written = cu.cuStreamWriteValue32_v2(l.stream, l.word, 0, 0);
+    CUcontext popped = nullptr;
+    cu.cuCtxPopCurrent_v2(&popped);
+    if (written != CUDA_SUCCESS) {
+      log::warn("kill: cannot lower a kill word ({}); work that sluiced killed stays paused",
+                static_cast<int>(written));
+    }
+  }
+  if (!lowering_.empty()) log::warn("kill: sluiced is gone; kill words lowered");
 }
 
 bool Twins::load_twin(Module& module, const TwinModule& twin, Gate& gate) {

@@ -7,6 +7,7 @@
 // launch of one of the module's kernels, with that launch's context current. The record pool has a
 // lock of its own (pool_mu_), taken on the submitting thread. mu_ is held while the gate's
 // register_kill_word() runs (which must not call into the engine); no engine lock is held here.
+// lower_kill_words() takes only lower_mu_ (kill_word() takes it under mu_).
 #pragma once
 
 #include <cstdint>
@@ -61,6 +62,10 @@ class Twins {
 
   // The kill word of `device`; 0 when none was allocated.
   CUdeviceptr kill_word_of(CUdevice device) noexcept;
+  // The daemon that raises the kill words is gone: writes 0 to every one of them (stream-ordered,
+  // on a stream of its own), so that twins paused on the GPU behind a raised word finish rather
+  // than wait for a daemon that may never come back. Any thread.
+  void lower_kill_words() noexcept;
 
   // Counts a launch of `func` and says whether it is long enough for a twin.
   bool long_enough(CUfunction func, std::uint64_t predicted_ns) noexcept;
@@ -110,6 +115,16 @@ class Twins {
   std::unordered_map<CUfunction, Resolved> functions_;
   std::unordered_map<CUfunction, std::uint64_t> launches_;
   std::unordered_map<CUdevice, CUdeviceptr> kill_words_;
+
+  // What lower_kill_words() needs of each kill word: its context and a non-blocking stream there
+  // (a write on the legacy stream would queue behind the paused twins).
+  struct Lowering {
+    CUcontext ctx = nullptr;
+    CUstream stream = nullptr;
+    CUdeviceptr word = 0;
+  };
+  std::mutex lower_mu_;
+  std::vector<Lowering> lowering_;
 
   std::mutex pool_mu_;
   std::vector<std::unique_ptr<Record>> free_;

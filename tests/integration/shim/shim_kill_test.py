@@ -10,6 +10,7 @@ fake driver, one shared fake device.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -72,7 +73,46 @@ def test_sluiced_kills_and_the_twins_resume(h):
     print(f"  BE twins {s}; sluiced kills on device 0: {kills}")
 
 
-TESTS = [test_sluiced_kills_and_the_twins_resume]
+def test_a_word_left_raised_by_a_killed_sluiced_comes_down(h):
+    """sluiced dies (SIGKILL) while RT keeps the BE client's kill word raised: the client lowers the
+    word itself when it loses the daemon, so its paused twins finish in passthrough."""
+    os.environ["SLUICE_REAL_LIBCUDA"] = h.bin["fake"]
+    h.start_daemon(policy=POLICY)
+    ptx = os.path.join(h.work, "spin-lost.ptx")
+    with open(ptx, "w") as f:
+        f.write(SPIN_PTX)
+    stats = os.path.join(h.work, "be-lost.json")
+    client = os.path.join(h.build, "tests", "integration", "shim", "shim_client")
+    env = h.env(LD_PRELOAD=h.bin["shim"], SLUICE_CLASS="batch", SLUICE_KILL="1", SLUICE_KILL_MIN_US="0",
+                SLUICE_STATS_FILE=stats, XDG_CACHE_HOME=os.path.join(h.work, "cache-lost"))
+    be = subprocess.Popen([client, "ptx", ptx, "sluice_spin_long", "2000000", str(LAUNCHES), str(132 * 10)],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    h.clients.append(be)
+    control = Control(h.socket)
+    wait_for(lambda: any(c.get("inflight_us") for c in control.request("ps")["clients"]), 20,
+             "the BE client reported work in flight")
+    # RT every 2 ms for longer than the test: the gate stays shut, so a raised word stays raised.
+    rt = h.client(["rt", "--kernel-us", "50", "--grid", "12", "--period-us", "2000", "--duration-s", "30"])
+    wait_for(lambda: control.request("status")["devices"][0].get("kills", 0) >= 1, 20,
+             "sluiced raised the BE client's kill word")
+    control.close()
+    expect(h.stop_daemon(signal.SIGKILL) == -signal.SIGKILL, "sluiced was not killed")
+    try:
+        _, err = be.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        be.kill()
+        _, err = be.communicate()
+        expect(False, f"the BE client stayed paused behind the kill word of a dead sluiced:\n{err[-3000:]}")
+    expect(be.returncode == 0, f"BE client exit code {be.returncode}:\n{err[-3000:]}")
+    expect("kill words lowered" in err, f"the BE client did not lower its kill word:\n{err[-3000:]}")
+    rt.kill()
+    rt.communicate(timeout=60)
+    s = json.load(open(stats))["kill"]
+    expect(s["twin_launches"] == LAUNCHES and s["twin_failures"] == 0, f"kill statistics: {s}")
+    print(f"  BE finished after sluiced was killed with its word raised: {s['twin_launches']} twin launches")
+
+
+TESTS = [test_sluiced_kills_and_the_twins_resume, test_a_word_left_raised_by_a_killed_sluiced_comes_down]
 
 if __name__ == "__main__":
     sys.exit(run_tests(TESTS, sys.argv[1]) if len(sys.argv) == 2 else __doc__)

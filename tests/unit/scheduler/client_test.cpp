@@ -148,9 +148,12 @@ TEST_F(ClientTest, ReconnectsAfterTheDaemonRestarts) {
   auto be = gate("be");
   ASSERT_TRUE(be->state().connected);
   std::uint64_t first_epoch = be->state().epoch;
+  EXPECT_EQ(listener_.losses.load(), 0);
   daemon.reset();
   ASSERT_TRUE(eventually([&] { return !be->state().connected; }));
   EXPECT_TRUE(be->admit(kernel_op(1))) << "passthrough while the daemon is away";
+  // The engine was told, so that kill words the daemon left raised come down.
+  EXPECT_TRUE(eventually([&] { return listener_.losses.load() == 1; }));
   daemon = std::make_unique<DaemonThread>(socket_, kPolicy);
   ASSERT_TRUE(eventually([&] { return be->state().connected; }));
   EXPECT_EQ(be->state().connects, 2u);

@@ -153,7 +153,9 @@ struct MockGpu {
 class CountingListener final : public shim::GateListener {
  public:
   void gate_changed() noexcept override { changes.fetch_add(1); }
+  void daemon_lost() noexcept override { losses.fetch_add(1); }
   std::atomic<int> changes{0};
+  std::atomic<int> losses{0};
 };
 
 class OneKernelCatalog final : public shim::KernelCatalog {

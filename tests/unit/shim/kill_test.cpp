@@ -424,6 +424,48 @@ TEST_F(KillTest, KilledBlocksResumeAfterTheWaitAndEveryBlockRunsOnce) {
   cu->cuStreamDestroy_v2(killer);
 }
 
+// sluiced is lost while it holds the word raised: the client lowers the word itself, so work that
+// paused behind it finishes instead of waiting for a daemon that may never come back.
+TEST_F(KillTest, AWordLeftRaisedByALostDaemonComesDown) {
+  KillOptions options = kill_options();
+  EngineOptions engine_options;
+  engine_options.kill = options;
+  engine = std::make_unique<Engine>(*cu, engine_options);
+  engine->set_gate(&gate);
+  const std::string image = kSpinPtx;
+  ASSERT_CU_OK(cu->cuModuleLoadData(&module, image.c_str()));
+  engine->module_loaded(module, image.c_str(), image.size());
+  ASSERT_CU_OK(cu->cuModuleGetFunction(&func, module, "sluice_spin_k"));
+  engine->stream_created(stream, CU_STREAM_NON_BLOCKING);
+  std::uint64_t ns_per_wave = 100'000;
+  void* params[] = {&ns_per_wave};
+  auto spin = [&] {
+    return engine->launch_kernel(StreamAbi::legacy, cu->cuLaunchKernel, func, 132 * 4, 1, 1, 32, 1,
+                                 1, 0, stream, params, nullptr);
+  };
+  ASSERT_CU_OK(spin());  // builds the twin and the kill word
+  ASSERT_CU_OK(engine->synchronize_stream(StreamAbi::legacy, cu->cuStreamSynchronize, stream));
+  const CUdeviceptr word = engine->kill_word(0);
+  ASSERT_NE(word, 0u);
+  CUstream killer = nullptr;
+  ASSERT_CU_OK(cu->cuStreamCreate(&killer, CU_STREAM_NON_BLOCKING));
+  ASSERT_CU_OK(cu->cuStreamWriteValue32_v2(killer, word, 7, 0));
+  ASSERT_CU_OK(cu->cuStreamSynchronize(killer));
+
+  ASSERT_CU_OK(spin());
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(engine->query_stream(StreamAbi::legacy, cu->cuStreamQuery, stream),
+            CUDA_ERROR_NOT_READY);  // paused on the GPU behind the raised word
+
+  engine->daemon_lost();
+  ASSERT_CU_OK(engine->synchronize_stream(StreamAbi::legacy, cu->cuStreamSynchronize, stream));
+  std::uint32_t value = 1;
+  ASSERT_CU_OK(cu->cuMemcpyDtoH_v2(&value, word, sizeof value));
+  EXPECT_EQ(value, 0u);
+  EXPECT_EQ(stats().twin_launches, 2u);
+  cu->cuStreamDestroy_v2(killer);
+}
+
 TEST_F(KillTest, CapturedLaunchesPassThroughUnchanged) {
   start_engine(kill_options());
   ASSERT_CU_OK(engine->begin_capture(StreamAbi::legacy, stream, [&] {

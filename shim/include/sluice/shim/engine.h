@@ -120,6 +120,8 @@ class Engine final : public GateListener, public KernelCatalog {
 
   // GateListener: held work may be admissible now.
   void gate_changed() noexcept override;
+  // GateListener: the daemon is gone; the kill words it may have raised come down.
+  void daemon_lost() noexcept override;
 
   // The calling thread's current context may have changed (cuCtxSetCurrent, push, pop, create).
   void context_switched() noexcept;

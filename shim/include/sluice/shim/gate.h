@@ -105,6 +105,10 @@ class KernelCatalog {
 class GateListener {
  public:
   virtual void gate_changed() noexcept = 0;
+  // The daemon behind the gate is gone (its connection was lost): kill words it may have raised
+  // must come down, or work it killed waits on the GPU until a daemon lowers them. Any thread; no
+  // gate lock held.
+  virtual void daemon_lost() noexcept {}
 
  protected:
   ~GateListener() = default;
