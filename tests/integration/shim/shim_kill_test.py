@@ -36,23 +36,30 @@ SPIN_PTX = """.version 8.0
 LAUNCHES = 80
 
 
-def test_sluiced_kills_and_the_twins_resume(h):
+def start_be_with_work_in_flight(h, tag):
+    """sluiced with POLICY, and a preloaded BE client (kill on) with 80 launches of 10 waves of 2 ms
+    (about 1.6 s of BE work queued at once) that sluiced sees in flight. Returns the client, its
+    statistics file and a control connection."""
     os.environ["SLUICE_REAL_LIBCUDA"] = h.bin["fake"]  # sluiced's driver for kill words
     h.start_daemon(policy=POLICY)
-    ptx = os.path.join(h.work, "spin.ptx")
+    ptx = os.path.join(h.work, f"spin-{tag}.ptx")
     with open(ptx, "w") as f:
         f.write(SPIN_PTX)
-    stats = os.path.join(h.work, "be.json")
+    stats = os.path.join(h.work, f"be-{tag}.json")
     client = os.path.join(h.build, "tests", "integration", "shim", "shim_client")
     env = h.env(LD_PRELOAD=h.bin["shim"], SLUICE_CLASS="batch", SLUICE_KILL="1", SLUICE_KILL_MIN_US="0",
-                SLUICE_STATS_FILE=stats, XDG_CACHE_HOME=os.path.join(h.work, "cache"))
-    # 80 launches of 10 waves of 2 ms: about 1.6 s of BE work queued at once.
+                SLUICE_STATS_FILE=stats, XDG_CACHE_HOME=os.path.join(h.work, f"cache-{tag}"))
     be = subprocess.Popen([client, "ptx", ptx, "sluice_spin_long", "2000000", str(LAUNCHES), str(132 * 10)],
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     h.clients.append(be)
     control = Control(h.socket)
     wait_for(lambda: any(c.get("inflight_us") for c in control.request("ps")["clients"]), 20,
              "the BE client reported work in flight")
+    return be, stats, control
+
+
+def test_sluiced_kills_and_the_twins_resume(h):
+    be, stats, control = start_be_with_work_in_flight(h, "resume")
     rt = h.client(["rt", "--kernel-us", "50", "--grid", "12", "--period-us", "2000", "--duration-s", "1"])
     _, err = be.communicate(timeout=120)
     expect(be.returncode == 0, f"BE client exit code {be.returncode}:\n{err[-3000:]}")
@@ -76,21 +83,7 @@ def test_sluiced_kills_and_the_twins_resume(h):
 def test_a_word_left_raised_by_a_killed_sluiced_comes_down(h):
     """sluiced dies (SIGKILL) while RT keeps the BE client's kill word raised: the client lowers the
     word itself when it loses the daemon, so its paused twins finish in passthrough."""
-    os.environ["SLUICE_REAL_LIBCUDA"] = h.bin["fake"]
-    h.start_daemon(policy=POLICY)
-    ptx = os.path.join(h.work, "spin-lost.ptx")
-    with open(ptx, "w") as f:
-        f.write(SPIN_PTX)
-    stats = os.path.join(h.work, "be-lost.json")
-    client = os.path.join(h.build, "tests", "integration", "shim", "shim_client")
-    env = h.env(LD_PRELOAD=h.bin["shim"], SLUICE_CLASS="batch", SLUICE_KILL="1", SLUICE_KILL_MIN_US="0",
-                SLUICE_STATS_FILE=stats, XDG_CACHE_HOME=os.path.join(h.work, "cache-lost"))
-    be = subprocess.Popen([client, "ptx", ptx, "sluice_spin_long", "2000000", str(LAUNCHES), str(132 * 10)],
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    h.clients.append(be)
-    control = Control(h.socket)
-    wait_for(lambda: any(c.get("inflight_us") for c in control.request("ps")["clients"]), 20,
-             "the BE client reported work in flight")
+    be, stats, control = start_be_with_work_in_flight(h, "lost")
     # RT every 2 ms for longer than the test: the gate stays shut, so a raised word stays raised.
     rt = h.client(["rt", "--kernel-us", "50", "--grid", "12", "--period-us", "2000", "--duration-s", "30"])
     wait_for(lambda: control.request("status")["devices"][0].get("kills", 0) >= 1, 20,

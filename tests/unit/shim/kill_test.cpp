@@ -113,15 +113,15 @@ class KillTest : public ::testing::Test {
     return options;
   }
 
-  // An engine (as a new process would have), the PTX module loaded and the kernel found.
-  void start_engine(KillOptions kill, const std::string& image) {
+  // An engine (as a new process would have), the PTX module loaded and `kernel` found.
+  void start_engine(KillOptions kill, const std::string& image, const char* kernel = "add_kernel") {
     EngineOptions options;
     options.kill = std::move(kill);
     engine = std::make_unique<Engine>(*cu, options);
     engine->set_gate(&gate);
     ASSERT_CU_OK(cu->cuModuleLoadData(&module, image.c_str()));
     engine->module_loaded(module, image.c_str(), image.size());
-    ASSERT_CU_OK(cu->cuModuleGetFunction(&func, module, "add_kernel"));
+    ASSERT_CU_OK(cu->cuModuleGetFunction(&func, module, kernel));
     engine->stream_created(stream, CU_STREAM_NON_BLOCKING);
   }
   void start_engine(KillOptions kill) { start_engine(std::move(kill), ptx); }
@@ -336,16 +336,7 @@ constexpr const char* kSpinPtx = R"(.version 8.0
 )";
 
 TEST_F(KillTest, KilledBlocksResumeAfterTheWaitAndEveryBlockRunsOnce) {
-  KillOptions options = kill_options();
-  EngineOptions engine_options;
-  engine_options.kill = options;
-  engine = std::make_unique<Engine>(*cu, engine_options);
-  engine->set_gate(&gate);
-  const std::string image = kSpinPtx;
-  ASSERT_CU_OK(cu->cuModuleLoadData(&module, image.c_str()));
-  engine->module_loaded(module, image.c_str(), image.size());
-  ASSERT_CU_OK(cu->cuModuleGetFunction(&func, module, "sluice_spin_k"));
-  engine->stream_created(stream, CU_STREAM_NON_BLOCKING);
+  start_engine(kill_options(), kSpinPtx, "sluice_spin_k");
   CUstream killer = nullptr;  // where the "daemon" writes the kill word
   ASSERT_CU_OK(cu->cuStreamCreate(&killer, CU_STREAM_NON_BLOCKING));
 
@@ -427,16 +418,7 @@ TEST_F(KillTest, KilledBlocksResumeAfterTheWaitAndEveryBlockRunsOnce) {
 // sluiced is lost while it holds the word raised: the client lowers the word itself, so work that
 // paused behind it finishes instead of waiting for a daemon that may never come back.
 TEST_F(KillTest, AWordLeftRaisedByALostDaemonComesDown) {
-  KillOptions options = kill_options();
-  EngineOptions engine_options;
-  engine_options.kill = options;
-  engine = std::make_unique<Engine>(*cu, engine_options);
-  engine->set_gate(&gate);
-  const std::string image = kSpinPtx;
-  ASSERT_CU_OK(cu->cuModuleLoadData(&module, image.c_str()));
-  engine->module_loaded(module, image.c_str(), image.size());
-  ASSERT_CU_OK(cu->cuModuleGetFunction(&func, module, "sluice_spin_k"));
-  engine->stream_created(stream, CU_STREAM_NON_BLOCKING);
+  start_engine(kill_options(), kSpinPtx, "sluice_spin_k");
   std::uint64_t ns_per_wave = 100'000;
   void* params[] = {&ns_per_wave};
   auto spin = [&] {
