@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-CASES = ["resnet50", "torch_compile", "cuda_graph", "jax_jit", "cupy_kernel", "triton_loop"]
+CASES = ["resnet50", "torch_compile", "cuda_graph", "jax_jit", "cupy_kernel", "triton_loop", "cuda_extension"]
 DEFAULT_CASES = CASES[:5]
 
 
@@ -128,6 +128,25 @@ def case_triton_loop():
         if i % 50 == 49:
             sums.append(x.sum())
     return {"x": x[:64].cpu().numpy(), "sums": torch.stack(sums).cpu().numpy()}
+
+
+def case_cuda_extension():
+    """An nvcc-built extension library (tests/gpu/shim/check_extension.cu: sm_90 code, compute_90
+    PTX, the static CUDA runtime), loaded with ctypes: the runtime registers its fatbin and launches
+    its kernels, SLUICE_CHECK_TRITON_STEPS in-place steps over 4M floats. SLUICE_CHECK_EXTENSION
+    names the library."""
+    import ctypes
+    import numpy as np
+    lib = ctypes.CDLL(os.environ["SLUICE_CHECK_EXTENSION"])
+    steps = int(os.environ.get("SLUICE_CHECK_TRITON_STEPS", "400"))
+    head = np.zeros(4096, np.float32)
+    sums = np.zeros(max(1, steps // 50) * 1024, np.float32)
+    pointer = ctypes.POINTER(ctypes.c_float)
+    status = lib.sluice_check_extension_run(steps, head.ctypes.data_as(pointer), head.size,
+                                            sums.ctypes.data_as(pointer), sums.size)
+    if status != 0:
+        raise RuntimeError(f"sluice_check_extension_run: CUDA runtime error {status}")
+    return {"head": head, "sums": sums}
 
 
 def run_pinger(stop: str) -> None:
@@ -234,6 +253,7 @@ def worker_env(case: str, mode: str, shim: str, work: Path, toggle_ms: int, rout
     stats = work / f"{case}.{mode}.stats.json"
     env = dict(base or os.environ)
     env["PYTHONUNBUFFERED"] = "1"
+    env["SLUICE_CHECK_EXTENSION"] = str(Path(shim).parent.parent / "tests/gpu/shim/libsluice_check_extension.so")
     env["TORCHINDUCTOR_CACHE_DIR"] = str(work / "inductor")
     env["TRITON_CACHE_DIR"] = str(work / "triton")
     env["CUPY_CACHE_DIR"] = str(work / ("cupy-ptx" if cupy_ptx else "cupy"))
@@ -352,9 +372,12 @@ def markdown(report: dict, args) -> list[str]:
         lines += ["", "Kill words raised by sluiced: the workload is a BE client (SLUICE_KILL=1, no duration "
                   "threshold) and an RT process pings the GPU about every millisecond; each ping that finds BE "
                   "work in flight raises the BE kill word. Twin time share: the gate's predicted time of the "
-                  "twin launches over that of all BE launches (0 where nothing predicted).", "",
+                  "twin launches over that of all BE launches (0 where nothing predicted). Kernels without a "
+                  "captured image: kernels whose module came through a load the shim does not hook, so "
+                  "kill has nothing to instrument.", "",
                   "| workload | result | daemon kills | RT pings | PTX paired with cubins | twins built + cached | "
-                  "twin launches / BE launches | twin time share |", "|---|---|---|---|---|---|---|---|"]
+                  "twin launches / BE launches | twin time share | kernels without a captured image |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for case, c in report["cases"].items():
             run = c["runs"].get("daemon-kill")
             if not run:
@@ -364,7 +387,8 @@ def markdown(report: dict, args) -> list[str]:
             share = (f"{k['twin_kernel_ns'] / k['be_kernel_ns']:.2f}" if k.get("be_kernel_ns") else "-")
             lines.append(f"| {case} | {c['verdict']['daemon-kill']} | {d.get('kills', '-')} | {d.get('pings', '-')} | "
                          f"{k.get('ptx_paired', '-')} | {k.get('twins_built', 0) + k.get('twins_cached', 0)} | "
-                         f"{k.get('twin_launches', '-')} / {k.get('be_kernels', '-')} | {share} |")
+                         f"{k.get('twin_launches', '-')} / {k.get('be_kernels', '-')} | {share} | "
+                         f"{(run.get('stats') or {}).get('uncaptured_kernels', '-')} |")
     return lines
 
 
@@ -384,7 +408,7 @@ def main() -> int:
                         help="every run, baselines too, with CUPY_COMPILE_WITH_PTX=1")
     parser.add_argument("--pinger", help="internal: the RT process of daemon-kill; runs until this file exists")
     parser.add_argument("--triton-steps", type=int, default=400,
-                        help="steps of the triton_loop case (every run of it, baselines too)")
+                        help="steps of the triton_loop and cuda_extension cases (every run, baselines too)")
     parser.add_argument("--route-sms", type=int, default=64,
                         help="SMs of the partition the route mode moves work to and from")
     args = parser.parse_args()

@@ -13,7 +13,9 @@
 #   mechanisms    RT latency / BE throughput per mechanism, MPS and timeslice (scripts/gpu/mechanisms.py)
 #   frameworks    bit-identical outputs of PyTorch, torch.compile, CUDA graphs, JAX, CuPy (check_frameworks.py)
 #   daemon-kill   the same under sluiced with an RT pinger, so that twins are killed and resumed
-#                 mid-run: 20,000 steps of a Triton kernel and a torch.compile job, bit for bit
+#                 mid-run: 20,000 steps of a Triton kernel and of an nvcc-built extension, a
+#                 torch.compile job and eager ResNet-50 training, bit for bit
+#   mps-restart   sluiced --mps with the real control daemon, killed and started again (mps_restart.py)
 #   demo          sluiced with PyTorch RT and BE clients (tests/integration/scheduler/gpu_demo.sh)
 # Each step's log goes to OUT_DIR/STEP.log; a failed step does not stop the others. Exit 77 without a GPU.
 set -uo pipefail
@@ -22,7 +24,7 @@ build=$(cd "${1:?usage: run_checks.sh BUILD_DIR OUT_DIR [STEP...]}" && pwd)
 out=${2:?usage: run_checks.sh BUILD_DIR OUT_DIR [STEP...]}
 shift 2
 steps=("$@")
-((${#steps[@]})) || steps=(conformance overhead kill cupy mechanisms frameworks daemon-kill demo)
+((${#steps[@]})) || steps=(conformance overhead kill cupy mechanisms frameworks daemon-kill mps-restart demo)
 if ! nvidia-smi -L >/dev/null 2>&1; then echo "run_checks.sh: no GPU" >&2; exit 77; fi
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >"$out/gpu.csv"
@@ -38,8 +40,9 @@ run_step() {
     mechanisms) python3 scripts/gpu/mechanisms.py --bin "$build/bench/gpu/mechanisms" --out "$out" ;;
     frameworks) python3 scripts/gpu/check_frameworks.py --shim "$build/shim/libsluice.so" --out "$out" ;;
     daemon-kill) python3 scripts/gpu/check_frameworks.py --shim "$build/shim/libsluice.so" --out "$out" \
-                   --report-name frameworks_daemon_kill --cases triton_loop,torch_compile \
+                   --report-name frameworks_daemon_kill --cases triton_loop,torch_compile,cuda_extension,resnet50 \
                    --modes daemon-kill --triton-steps 20000 ;;
+    mps-restart) python3 scripts/gpu/mps_restart.py --build "$build" --out "$out" ;;
     demo) python3 scripts/demo.d/scenario.py --build "$build" --mode gpu --duration 5 \
             --out-json "$out/scheduler_scenario_gpu.json" --out-md "$out/scheduler_scenario_gpu.md" ;;
     *) echo "unknown step $step"; return 2 ;;

@@ -80,6 +80,9 @@ const KernelInfo* Engine::find(CUfunction func) noexcept {
     if (const KernelInfo* info = record->info.load(std::memory_order_acquire)) return info;
     auto hash = data_->image_hashes.find(owner);
     const std::uint64_t module_hash = hash != data_->image_hashes.end() ? hash->second : 0;
+    // Its module came through a load the shim does not hook (the runtime's private table), so
+    // kill has no image to build a twin from.
+    if (hash == data_->image_hashes.end()) stats_.count_uncaptured_kernel();
     KernelInfo& info = data_->infos.emplace_back(
         KernelInfo{fnv1a(std::string_view(name), module_hash), module_hash, name});
     record->owner.store(owner, std::memory_order_relaxed);

@@ -81,6 +81,7 @@ StatsSnapshot Stats::snapshot() const {
   s.mirror_streams = mirror_streams_.load(std::memory_order_relaxed);
   s.priority_overrides = priority_overrides_.load(std::memory_order_relaxed);
   s.module_loads = module_loads_.load(std::memory_order_relaxed);
+  s.uncaptured_kernels = uncaptured_kernels_.load(std::memory_order_relaxed);
   s.twins_built = twins_built_.load(std::memory_order_relaxed);
   s.twins_cached = twins_cached_.load(std::memory_order_relaxed);
   s.twin_launches = twin_launches_.load(std::memory_order_relaxed);
@@ -123,6 +124,7 @@ std::string Stats::to_json(std::string_view gate) const {
       {"failed", s.total(s.failed_ops)},
       {"ops", ops},
       {"module_loads", s.module_loads},
+      {"uncaptured_kernels", s.uncaptured_kernels},
       {"proc_queries", s.proc_queries},
       {"proc_unknown", s.proc_unknown},
       {"proc_unknown_names", unknown_proc_names()},

@@ -285,6 +285,7 @@ TEST_F(ShimIntegration, KillTwinsAreBuiltCachedAndReusedByTheNextProcess) {
   EXPECT_EQ(first["kill"]["twin_launches"], 10);
   EXPECT_EQ(first["kill"]["twin_failures"], 0);
   EXPECT_EQ(first["kill"]["kill_word_registered"], 1);
+  EXPECT_EQ(first["uncaptured_kernels"], 0);  // the module came through a hooked load
   EXPECT_TRUE(std::filesystem::is_directory(cache + "/sluice/twins"));
 
   const auto second = kill_run({{"SLUICE_KILL", "1"}, {"SLUICE_KILL_MIN_US", "0"}});

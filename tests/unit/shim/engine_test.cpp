@@ -562,11 +562,13 @@ TEST_F(EngineTest, KernelIdentityComesFromTheModuleImageAndTheName) {
   EXPECT_EQ(info->module_hash, fnv1a(image, sizeof image - 1));
   EXPECT_EQ(info->id, fnv1a(std::string_view("one_param"), info->module_hash));
   EXPECT_EQ(engine->find(kOneParam), info);  // cached
+  EXPECT_EQ(engine->stats().snapshot().uncaptured_kernels, 0u);
   engine->module_unloaded(handle<CUmodule>(0x30));
   const KernelInfo* again = engine->find(kOneParam);
   ASSERT_NE(again, nullptr);
   EXPECT_NE(again, info);
-  EXPECT_EQ(again->module_hash, 0u);
+  EXPECT_EQ(again->module_hash, 0u);  // its image is gone: counted as a kernel without one
+  EXPECT_EQ(engine->stats().snapshot().uncaptured_kernels, 1u);
   EXPECT_EQ(engine->find(handle<CUfunction>(MockDriver::kNoLayout)), nullptr);
   EXPECT_EQ(engine->stats().snapshot().module_loads, 1u);
 }

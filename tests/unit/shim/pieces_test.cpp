@@ -108,7 +108,7 @@ TEST(Stats, ShardsOfAllThreadsAddUp) {
   EXPECT_EQ(json["proc_unknown_names"], nlohmann::json::array({"cuFutureThing"}));
   EXPECT_EQ(json["gate"], "open");
   EXPECT_EQ(json["pid"], static_cast<long>(getpid()));
-  for (const char* key : {"memsets", "module_loads", "proc_queries", "deferred_errors",
+  for (const char* key : {"memsets", "module_loads", "uncaptured_kernels", "proc_queries", "deferred_errors",
                           "forced_releases", "export_table_queries", "ops"}) {
     EXPECT_TRUE(json.contains(key)) << key;
   }

@@ -60,6 +60,7 @@ struct StatsSnapshot {
   std::uint64_t mirror_streams = 0;   // mirror streams created
   std::uint64_t priority_overrides = 0;  // streams created with another priority than asked
   std::uint64_t module_loads = 0;     // cuModuleLoad*, cuLibraryLoad*
+  std::uint64_t uncaptured_kernels = 0;  // kernels whose module image no hooked load handed over
   // Kill in the client (SLUICE_KILL=1; docs/architecture.md "Kill in the client").
   std::uint64_t twins_built = 0;       // twin modules instrumented in this process
   std::uint64_t twins_cached = 0;      // twin modules read from the on-disk cache
@@ -114,6 +115,9 @@ struct Stats {  // a struct: gate_factory.h declares it so
     priority_overrides_.fetch_add(1, std::memory_order_relaxed);
   }
   void count_module_load() noexcept { module_loads_.fetch_add(1, std::memory_order_relaxed); }
+  void count_uncaptured_kernel() noexcept {
+    uncaptured_kernels_.fetch_add(1, std::memory_order_relaxed);
+  }
   // Kill in the client: off the fast path (only with SLUICE_KILL=1).
   void count_twin_built(bool from_cache) noexcept {
     (from_cache ? twins_cached_ : twins_built_).fetch_add(1, std::memory_order_relaxed);
@@ -186,6 +190,7 @@ struct Stats {  // a struct: gate_factory.h declares it so
   Counter mirror_streams_{0};
   Counter priority_overrides_{0};
   Counter module_loads_{0};
+  Counter uncaptured_kernels_{0};
   Counter twins_built_{0};
   Counter twins_cached_{0};
   Counter twin_launches_{0};
