@@ -373,11 +373,13 @@ def markdown(report: dict, args) -> list[str]:
                   "threshold) and an RT process pings the GPU about every millisecond; each ping that finds BE "
                   "work in flight raises the BE kill word. Twin time share: the gate's predicted time of the "
                   "twin launches over that of all BE launches (0 where nothing predicted). Kernels without a "
-                  "captured image: kernels whose module came through a load the shim does not hook, so "
-                  "kill has nothing to instrument.", "",
-                  "| workload | result | daemon kills | RT pings | PTX paired with cubins | twins built + cached | "
+                  "captured image: kernels whose module came through a load the shim does not hook (the CUDA "
+                  "runtime's own registrations); PTX from loaded objects: such modules whose PTX was found "
+                  "in the fatbin sections of the program or its libraries.", "",
+                  "| workload | result | daemon kills | RT pings | PTX paired with cubins | PTX from loaded objects | "
+                  "twins built + cached | "
                   "twin launches / BE launches | twin time share | kernels without a captured image |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for case, c in report["cases"].items():
             run = c["runs"].get("daemon-kill")
             if not run:
@@ -386,7 +388,8 @@ def markdown(report: dict, args) -> list[str]:
             d = run.get("daemon", {})
             share = (f"{k['twin_kernel_ns'] / k['be_kernel_ns']:.2f}" if k.get("be_kernel_ns") else "-")
             lines.append(f"| {case} | {c['verdict']['daemon-kill']} | {d.get('kills', '-')} | {d.get('pings', '-')} | "
-                         f"{k.get('ptx_paired', '-')} | {k.get('twins_built', 0) + k.get('twins_cached', 0)} | "
+                         f"{k.get('ptx_paired', '-')} | {k.get('embedded_ptx', '-')} | "
+                         f"{k.get('twins_built', 0) + k.get('twins_cached', 0)} | "
                          f"{k.get('twin_launches', '-')} / {k.get('be_kernels', '-')} | {share} | "
                          f"{(run.get('stats') or {}).get('uncaptured_kernels', '-')} |")
     return lines

@@ -60,6 +60,7 @@ const KernelInfo* Engine::find(CUfunction func) noexcept {
     }
     const char* name = nullptr;
     const void* owner = nullptr;
+    bool library_owner = false;
     if (driver_.cuFuncGetName != nullptr && driver_.cuFuncGetName(&name, func) == CUDA_SUCCESS) {
       CUmodule module = nullptr;
       if (driver_.cuFuncGetModule != nullptr &&
@@ -72,6 +73,7 @@ const KernelInfo* Engine::find(CUfunction func) noexcept {
       if (driver_.cuKernelGetLibrary != nullptr &&
           driver_.cuKernelGetLibrary(&library, as_kernel(func)) == CUDA_SUCCESS) {
         owner = library;
+        library_owner = true;
       }
     }
     if (name == nullptr) return nullptr;
@@ -86,6 +88,7 @@ const KernelInfo* Engine::find(CUfunction func) noexcept {
     KernelInfo& info = data_->infos.emplace_back(
         KernelInfo{fnv1a(std::string_view(name), module_hash), module_hash, name});
     record->owner.store(owner, std::memory_order_relaxed);
+    record->owner_is_library.store(library_owner, std::memory_order_relaxed);
     record->info.store(&info, std::memory_order_release);
     return &info;
   } catch (...) {

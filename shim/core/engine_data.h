@@ -113,6 +113,7 @@ struct KernelRecord {
   std::atomic<const KernelInfo*> info{nullptr};
   std::atomic<const ParamLayout*> layout{nullptr};
   std::atomic<const void*> owner{nullptr};  // the CUmodule or CUlibrary, when known
+  std::atomic<bool> owner_is_library{false};  // which of the two `owner` is
   std::atomic<KernelRecord*> kernel{nullptr};  // a CUfunction's CUkernel (cuKernelGetFunction)
   std::atomic<std::uint32_t> held_launches{0};  // held launches of this function or kernel
   std::mutex changes_mu;

@@ -118,7 +118,8 @@ std::shared_ptr<TwinLaunch> Engine::make_twin_launch(Gate& g, std::uint64_t pred
   KernelRecord* record = info != nullptr ? data_->kernels.find(desc.func) : nullptr;
   const void* owner = record != nullptr ? record->owner.load(std::memory_order_relaxed) : nullptr;
   if (owner == nullptr) return {};
-  auto function = twins->twin_of(desc.func, owner, info->name, function_changes(desc.func), g);
+  const Twins::Owner of{owner, record->owner_is_library.load(std::memory_order_relaxed)};
+  auto function = twins->twin_of(desc.func, of, info->name, function_changes(desc.func), g);
   if (!function) return {};
   const ParamLayout* layout = params != nullptr ? param_layout(desc.func) : nullptr;
   if (params != nullptr && (layout == nullptr || !layout->known)) return {};

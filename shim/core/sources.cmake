@@ -13,6 +13,7 @@ add_library(sluice_core STATIC
   core/kill.cpp
   core/twins.cpp
   core/ptx_sources.cpp
+  core/embedded_ptx.cpp
 )
 target_include_directories(sluice_core PUBLIC include PRIVATE core)
 target_link_libraries(sluice_core

@@ -88,6 +88,7 @@ StatsSnapshot Stats::snapshot() const {
   s.twin_failures = twin_failures_.load(std::memory_order_relaxed);
   s.kill_word_registered = kill_words_.load(std::memory_order_relaxed);
   s.ptx_paired = ptx_paired_.load(std::memory_order_relaxed);
+  s.embedded_ptx = embedded_ptx_.load(std::memory_order_relaxed);
   s.be_kernels = be_kernels_.load(std::memory_order_relaxed);
   s.be_kernel_ns = be_kernel_ns_.load(std::memory_order_relaxed);
   s.twin_kernel_ns = twin_kernel_ns_.load(std::memory_order_relaxed);
@@ -153,6 +154,7 @@ std::string Stats::to_json(std::string_view gate) const {
         {"twin_failures", s.twin_failures},
         {"kill_word_registered", s.kill_word_registered},
         {"ptx_paired", s.ptx_paired},
+        {"embedded_ptx", s.embedded_ptx},
         {"be_kernels", s.be_kernels},
         {"be_kernel_ns", s.be_kernel_ns},
         {"twin_kernel_ns", s.twin_kernel_ns}}},

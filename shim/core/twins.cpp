@@ -56,8 +56,9 @@ std::string image_ptx(const void* image, std::size_t size, std::uint32_t arch) {
 
 }  // namespace
 
-Twins::Twins(const DriverApi& driver, KillOptions options, Stats& stats)
-    : driver_(driver), options_(std::move(options)), stats_(stats) {}
+Twins::Twins(const DriverApi& driver, KillOptions options, Stats& stats,
+             EmbeddedPtx::ObjectLister objects)
+    : driver_(driver), options_(std::move(options)), stats_(stats), embedded_(std::move(objects)) {}
 
 void Twins::module_loaded(const void* owner, const void* image, std::size_t size) noexcept {
   try {
@@ -255,19 +256,61 @@ CUresult Twins::apply(CUfunction twin, Engine::FunctionChange change) const {
   return CUDA_ERROR_NOT_SUPPORTED;
 }
 
-std::optional<Twins::Function> Twins::twin_of(CUfunction func, const void* owner,
+namespace {
+
+// The names of a module's functions or a library's kernels; empty when the driver cannot list them.
+template <typename Owner, typename Item>
+std::vector<std::string> names_of(Owner owner, CUresult (*count_fn)(unsigned*, Owner),
+                                  CUresult (*list_fn)(Item*, unsigned, Owner),
+                                  CUresult (*name_fn)(const char**, Item)) {
+  unsigned count = 0;
+  if (count_fn == nullptr || list_fn == nullptr || name_fn == nullptr ||
+      count_fn(&count, owner) != CUDA_SUCCESS) {
+    return {};
+  }
+  std::vector<Item> items(count);
+  if (list_fn(items.data(), count, owner) != CUDA_SUCCESS) return {};
+  std::vector<std::string> names;
+  for (Item item : items) {
+    const char* name = nullptr;
+    if (name_fn(&name, item) != CUDA_SUCCESS || name == nullptr) return {};
+    names.emplace_back(name);
+  }
+  return names;
+}
+
+}  // namespace
+
+std::vector<std::string> Twins::kernel_names(Owner owner) const {
+  void* handle = const_cast<void*>(owner.handle);
+  if (owner.library) {
+    return names_of(static_cast<CUlibrary>(handle), driver_.cuLibraryGetKernelCount,
+                    driver_.cuLibraryEnumerateKernels, driver_.cuKernelGetName);
+  }
+  return names_of(static_cast<CUmodule>(handle), driver_.cuModuleGetFunctionCount,
+                  driver_.cuModuleEnumerateFunctions, driver_.cuFuncGetName);
+}
+
+Twins::Module& Twins::adopt(Owner owner) {
+  Module& module = modules_[owner.handle];
+  module.ptx = embedded_.find(kernel_names(owner), current_arch(driver_));
+  if (!module.ptx.empty()) stats_.count_embedded_ptx();
+  return module;
+}
+
+std::optional<Twins::Function> Twins::twin_of(CUfunction func, Owner of,
                                               const std::string& name,
                                               const std::vector<Engine::FunctionChange>& changes,
                                               Gate& gate) noexcept {
   try {
     std::lock_guard lock(mu_);
     if (auto it = functions_.find(func); it != functions_.end()) return it->second.function;
-    // Remembered per function only when its module is known: unloading the module forgets it.
+    const void* owner = of.handle;
+    if (owner == nullptr) return std::nullopt;
     auto module_it = modules_.find(owner);
-    if (owner == nullptr || module_it == modules_.end()) return std::nullopt;
+    Module& module = module_it != modules_.end() ? module_it->second : adopt(of);
     Resolved& resolved = functions_[func];
     resolved.owner = owner;
-    Module& module = module_it->second;
     if (module.state == Module::State::unbuilt) {
       const bool built = build(module, owner, gate);
       module.state = built ? Module::State::ready : Module::State::failed;

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "sluice/shim/driver_api.h"
+#include "sluice/shim/embedded_ptx.h"
 #include "sluice/shim/engine.h"
 #include "sluice/shim/function_ref.h"
 #include "sluice/shim/kill.h"
@@ -38,6 +39,12 @@ class Twins {
     CUdeviceptr kill_word = 0;
   };
 
+  // The module or library a kernel belongs to.
+  struct Owner {
+    const void* handle = nullptr;  // CUmodule or CUlibrary
+    bool library = false;
+  };
+
   // A launch record in device memory, reused once the event recorded after its last use completed.
   struct Record {
     CUdeviceptr ptr = 0;
@@ -46,7 +53,9 @@ class Twins {
     CUcontext ctx = nullptr;  // the context of the streams it serves
   };
 
-  Twins(const DriverApi& driver, KillOptions options, Stats& stats);
+  // `objects` lists the files searched for embedded PTX (default: the loaded objects).
+  Twins(const DriverApi& driver, KillOptions options, Stats& stats,
+        EmbeddedPtx::ObjectLister objects = loaded_object_files);
   Twins(const Twins&) = delete;
   Twins& operator=(const Twins&) = delete;
 
@@ -73,8 +82,10 @@ class Twins {
   // The twin of `func` (named `name`, of module or library `owner`), built on first use in the
   // current context; nullopt when there is none (not instrumented, no PTX, or a failure, which is
   // logged once per module). `changes` are the function's attribute changes, replayed on the twin.
-  // `gate` learns the kill word when it is first allocated.
-  std::optional<Function> twin_of(CUfunction func, const void* owner, const std::string& name,
+  // `gate` learns the kill word when it is first allocated. An owner whose image no hooked load
+  // handed over gets the PTX embedded in a loaded object for its kernels, if there is one
+  // (sluice/shim/embedded_ptx.h).
+  std::optional<Function> twin_of(CUfunction func, Owner owner, const std::string& name,
                                   const std::vector<Engine::FunctionChange>& changes,
                                   Gate& gate) noexcept;
   // The application changed `func`: the same change goes to its twin, if it has one.
@@ -100,6 +111,9 @@ class Twins {
   };
 
   bool build(Module& module, const void* owner, Gate& gate);
+  // The module entry of an owner met without an image: its PTX from the loaded objects, or none.
+  Module& adopt(Owner owner);
+  std::vector<std::string> kernel_names(Owner owner) const;
   bool load_twin(Module& module, const TwinModule& twin, Gate& gate);
   std::optional<TwinModule> instrument_ptx(const std::string& ptx, const std::string& key);
   CUdeviceptr kill_word(Gate& gate);
@@ -109,6 +123,7 @@ class Twins {
   const KillOptions options_;
   Stats& stats_;
   PtxSources ptx_sources_;  // PTX kept beside bare cubins (its own lock; not under mu_)
+  EmbeddedPtx embedded_;    // PTX in the loaded objects' fatbins (guarded by mu_)
 
   std::mutex mu_;
   std::unordered_map<const void*, Module> modules_;

@@ -2,8 +2,10 @@
 // an identical cubin file, in Triton's and Inductor's cache layouts, files written after a first
 // miss are found, a cubin that differs by a byte is not paired, and the search roots follow the
 // environment. Then the whole path: a Twins object given such a cubin builds a kill twin from the
-// paired PTX on the fake driver. Inputs: the cubin and PTX that tests/ptx makes with the toolkit
-// (skipped without it).
+// paired PTX on the fake driver. Last, PTX embedded in loaded objects: the fatbin whose kernels are
+// exactly a module's is found, two different ones with the same kernels give none, and Twins give
+// a module loaded past the shim a twin from it. Inputs: the cubin, PTX and host libraries that
+// tests/ptx makes with the toolkit (skipped without it).
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -17,6 +19,8 @@
 
 #include "fake_program.h"
 #include "sluice/ptx/elf.h"
+#include "sluice/ptx/ptx.h"
+#include "sluice/shim/embedded_ptx.h"
 #include "sluice/shim/ptx_sources.h"
 #include "twins.h"
 
@@ -83,6 +87,16 @@ class PtxSourcesTest : public ::testing::Test {
   }
   void TearDown() override {
     if (!root.empty()) fs::remove_all(root);
+  }
+
+  // The fake driver's primary context of device 0, current on this thread (released by the test).
+  static void make_fake_context_current() {
+    Fake& fake = Fake::get();
+    ASSERT_NE(fake.handle, nullptr) << "cannot load " << SLUICE_TEST_FAKE_DRIVER;
+    CUcontext ctx = nullptr;
+    ASSERT_CU_OK(fake.api.cuInit(0));
+    ASSERT_CU_OK(fake.api.cuDevicePrimaryCtxRetain(&ctx, 0));
+    ASSERT_CU_OK(fake.api.cuCtxSetCurrent(ctx));
   }
 
   // Triton's layout: <root>/<hash>/<kernel>.cubin and .ptx.
@@ -186,13 +200,8 @@ class TwinGate final : public Gate {
 };
 
 TEST_F(PtxSourcesTest, TwinsBuildAKillTwinFromThePairedPtx) {
-  Fake& fake = Fake::get();
-  ASSERT_NE(fake.handle, nullptr) << "cannot load " << SLUICE_TEST_FAKE_DRIVER;
-  const DriverApi& cu = fake.api;
-  CUcontext ctx = nullptr;
-  ASSERT_CU_OK(cu.cuInit(0));
-  ASSERT_CU_OK(cu.cuDevicePrimaryCtxRetain(&ctx, 0));
-  ASSERT_CU_OK(cu.cuCtxSetCurrent(ctx));
+  const DriverApi& cu = Fake::get().api;
+  ASSERT_NO_FATAL_FAILURE(make_fake_context_current());
 
   keep(root / "triton" / "5e9d01", cubin, ptx);
   EnvGuard env;
@@ -208,7 +217,8 @@ TEST_F(PtxSourcesTest, TwinsBuildAKillTwinFromThePairedPtx) {
   twins.module_loaded(&owner, cubin.data(), cubin.size());
   EXPECT_EQ(stats.snapshot().ptx_paired, 1u);
 
-  auto function = twins.twin_of(reinterpret_cast<CUfunction>(&owner), &owner, kernel, {}, gate);
+  auto function = twins.twin_of(reinterpret_cast<CUfunction>(&owner), {&owner, false}, kernel, {},
+                                gate);
   ASSERT_TRUE(function.has_value()) << "no twin for " << kernel;
   EXPECT_NE(function->twin, nullptr);
   EXPECT_NE(function->kill_word, 0u);
@@ -221,10 +231,138 @@ TEST_F(PtxSourcesTest, TwinsBuildAKillTwinFromThePairedPtx) {
   int other_owner = 0;
   twins.module_loaded(&other_owner, other.data(), other.size());
   EXPECT_EQ(stats.snapshot().ptx_paired, 1u);
-  EXPECT_FALSE(twins.twin_of(reinterpret_cast<CUfunction>(&other_owner), &other_owner, kernel, {},
-                             gate));
+  EXPECT_FALSE(twins.twin_of(reinterpret_cast<CUfunction>(&other_owner), {&other_owner, false},
+                             kernel, {}, gate));
   twins.module_unloaded(&owner);
   twins.module_unloaded(&other_owner);
+  ASSERT_CU_OK(cu.cuDevicePrimaryCtxRelease(0));
+}
+
+// ---- PTX embedded in loaded objects (sluice/shim/embedded_ptx.h) --------------------------------
+
+class EmbeddedPtxTest : public PtxSourcesTest {
+ protected:
+  void SetUp() override {
+    PtxSourcesTest::SetUp();
+    if (IsSkipped()) return;
+    const fs::path generated = SLUICE_TEST_GENERATED_DIR;
+    library = generated / "libkernels.so";
+    lineinfo_library = generated / "libkernels_lineinfo.so";
+    if (!fs::exists(library) || !fs::exists(lineinfo_library))
+      GTEST_SKIP() << "no host libraries made by the CUDA toolkit under " << generated;
+    auto module = ptx::parse_module(ptx);
+    ASSERT_TRUE(module) << module.error().message;
+    for (const ptx::Function* entry : module->entries()) kernels.push_back(entry->name);
+  }
+
+  EmbeddedPtx::ObjectLister files(std::vector<fs::path> paths) {
+    return [this, paths] {
+      ++listings;
+      std::vector<std::string> out;
+      for (const fs::path& path : paths) out.push_back(path.string());
+      return out;
+    };
+  }
+
+  static std::vector<std::string> entries_of(const std::string& text) {
+    std::vector<std::string> names;
+    auto module = ptx::parse_module(text);
+    if (!module) return names;
+    for (const ptx::Function* entry : module->entries()) names.push_back(entry->name);
+    std::sort(names.begin(), names.end());
+    return names;
+  }
+
+  fs::path library;
+  fs::path lineinfo_library;
+  std::vector<std::string> kernels;  // of kernels.cu, in PTX order
+  int listings = 0;
+};
+
+TEST_F(EmbeddedPtxTest, FindsThePtxOfTheFatbinWithExactlyTheModulesKernels) {
+  EmbeddedPtx embedded(files({library}));
+  std::vector<std::string> reversed(kernels.rbegin(), kernels.rend());  // any order
+  const std::string found = embedded.find(reversed, 90);
+  ASSERT_FALSE(found.empty());
+  std::vector<std::string> expected = kernels;
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(entries_of(found), expected);
+  EXPECT_EQ(embedded.objects_read(), 1u);
+
+  // One kernel fewer or one more: another module, so nothing.
+  std::vector<std::string> fewer(kernels.begin() + 1, kernels.end());
+  EXPECT_EQ(embedded.find(fewer, 90), "");
+  std::vector<std::string> more = kernels;
+  more.push_back("not_in_the_library");
+  EXPECT_EQ(embedded.find(more, 90), "");
+  EXPECT_EQ(embedded.find({}, 90), "");
+  // compute_80 PTX cannot be compiled for an sm_75 device; no architecture known, nothing either.
+  EXPECT_EQ(embedded.find(kernels, 75), "");
+  EXPECT_EQ(embedded.find(kernels, 0), "");
+  EXPECT_EQ(embedded.find(kernels, 90), found);
+  EXPECT_EQ(embedded.objects_read(), 1u);  // each file is read once
+  EXPECT_GE(listings, 4);                 // but new objects are looked for at every lookup
+}
+
+TEST_F(EmbeddedPtxTest, TwoDifferentModulesWithTheSameKernelsGiveNone) {
+  fs::create_directories(root);
+  const fs::path copy = root / "libcopy.so";
+  fs::copy_file(library, copy);
+  // The same PTX in two files is one module.
+  EmbeddedPtx same(files({library, copy}));
+  EXPECT_FALSE(same.find(kernels, 90).empty());
+  EXPECT_EQ(same.modules_indexed(), 1u);
+  // The same kernels with other code (here only line information) may be either: neither is used.
+  EmbeddedPtx different(files({library, lineinfo_library}));
+  EXPECT_EQ(different.find(kernels, 90), "");
+  EXPECT_EQ(different.modules_indexed(), 2u);
+}
+
+TEST_F(EmbeddedPtxTest, FilesThatAreNotObjectsOrAreMissingAreSkipped) {
+  fs::create_directories(root);
+  write_text(root / "notes.txt", "not an ELF file");
+  EmbeddedPtx embedded(files({root / "missing.so", root / "notes.txt", library}));
+  EXPECT_FALSE(embedded.find(kernels, 90).empty());
+  // The test program itself, as the loaded objects list it, has no fatbin of these kernels.
+  EmbeddedPtx loaded;
+  EXPECT_EQ(loaded.find(kernels, 90), "");
+  EXPECT_GE(loaded.objects_read(), 2u);  // the program and at least the C++ runtime
+}
+
+TEST_F(EmbeddedPtxTest, TwinsGiveAModuleLoadedPastTheShimThePtxOfItsLibrary) {
+  const DriverApi& cu = Fake::get().api;
+  ASSERT_NO_FATAL_FAILURE(make_fake_context_current());
+  // As the CUDA runtime registers a library's fatbin: loaded without telling the shim.
+  CUmodule module = nullptr;
+  ASSERT_CU_OK(cu.cuModuleLoadData(&module, ptx.c_str()));
+  CUfunction func = nullptr;
+  ASSERT_CU_OK(cu.cuModuleGetFunction(&func, module, kernel.c_str()));
+
+  Stats stats;
+  KillOptions options;
+  options.enabled = true;
+  options.min_ns = 0;
+  options.cache_dir = (root / "twins").string();
+  TwinGate gate;
+  {
+    Twins twins(cu, options, stats, files({library}));
+    auto function = twins.twin_of(func, {module, false}, kernel, {}, gate);
+    ASSERT_TRUE(function.has_value()) << "no twin for " << kernel;
+    EXPECT_NE(function->twin, nullptr);
+    EXPECT_NE(function->twin, func);
+    EXPECT_EQ(stats.snapshot().embedded_ptx, 1u);
+    EXPECT_EQ(stats.snapshot().twins_built, 1u);
+    twins.module_unloaded(module);
+  }
+  {
+    // No loaded object has its PTX: the kernel keeps its original, and the miss is remembered.
+    Twins twins(cu, options, stats, files({lineinfo_library, library}));
+    EXPECT_FALSE(twins.twin_of(func, {module, false}, kernel, {}, gate));
+    EXPECT_FALSE(twins.twin_of(func, {module, false}, kernel, {}, gate));
+    EXPECT_EQ(stats.snapshot().embedded_ptx, 1u);
+    EXPECT_EQ(stats.snapshot().twin_failures, 0u);
+  }
+  ASSERT_CU_OK(cu.cuModuleUnload(module));
   ASSERT_CU_OK(cu.cuDevicePrimaryCtxRelease(0));
 }
 

@@ -68,6 +68,7 @@ struct StatsSnapshot {
   std::uint64_t twin_failures = 0;     // twins that could not be made or launched (original used)
   std::uint64_t kill_word_registered = 0;  // kill words allocated and handed to the gate
   std::uint64_t ptx_paired = 0;        // cubin modules whose PTX was found beside them on disk
+  std::uint64_t embedded_ptx = 0;      // modules met without an image, given a loaded object's PTX
   // Coverage: best-effort launches that kill considered, and the gate's predicted time of all of
   // them and of those that went out as twins (0 ns where the gate predicts nothing).
   std::uint64_t be_kernels = 0;
@@ -126,6 +127,7 @@ struct Stats {  // a struct: gate_factory.h declares it so
   void count_twin_failure() noexcept { twin_failures_.fetch_add(1, std::memory_order_relaxed); }
   void count_kill_word() noexcept { kill_words_.fetch_add(1, std::memory_order_relaxed); }
   void count_ptx_paired() noexcept { ptx_paired_.fetch_add(1, std::memory_order_relaxed); }
+  void count_embedded_ptx() noexcept { embedded_ptx_.fetch_add(1, std::memory_order_relaxed); }
   void count_be_kernel(std::uint64_t predicted_ns, bool twin) noexcept {
     be_kernels_.fetch_add(1, std::memory_order_relaxed);
     be_kernel_ns_.fetch_add(predicted_ns, std::memory_order_relaxed);
@@ -197,6 +199,7 @@ struct Stats {  // a struct: gate_factory.h declares it so
   Counter twin_failures_{0};
   Counter kill_words_{0};
   Counter ptx_paired_{0};
+  Counter embedded_ptx_{0};
   Counter be_kernels_{0};
   Counter be_kernel_ns_{0};
   Counter twin_kernel_ns_{0};
