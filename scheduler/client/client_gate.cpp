@@ -108,15 +108,18 @@ class DaemonGate final : public ClientGate {
   }
 
   ~DaemonGate() override {
-    stop_.store(true);
-    protocol::ring_doorbell(wake_fd_);
-    if (thread_.joinable()) thread_.join();
+    stop_thread();
     if (Connection* c = conn_.load(); c != nullptr && !forked()) {
       protocol::GoodbyeMsg goodbye{};
       goodbye.type = static_cast<std::uint16_t>(protocol::MsgType::goodbye);
       push(*c, goodbye);
     }
     close(wake_fd_);
+  }
+
+  void process_exiting() noexcept override {
+    stop_thread();
+    link_.store(LinkState::passthrough, std::memory_order_release);
   }
 
   // ---- Gate: submitting threads ---------------------------------------------------------------
@@ -650,6 +653,13 @@ class DaemonGate final : public ClientGate {
     if (applied) send_status(c, 0, progress);
     busy_ = any_busy || progress.active;
     if (freed || applied) env_.listener.gate_changed();
+  }
+
+  // Stops the gate's thread; idempotent, and never called on that thread.
+  void stop_thread() noexcept {
+    stop_.store(true);
+    protocol::ring_doorbell(wake_fd_);
+    if (thread_.joinable()) thread_.join();
   }
 
   void thread_main() {

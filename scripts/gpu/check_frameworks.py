@@ -430,7 +430,9 @@ def main() -> int:
     out = Path(args.out)
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
-    report = {"shim": shim, "toggle_ms": args.toggle_ms, "route_sms": args.route_sms, "modes": args.modes,
+    device = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                            text=True).stdout.strip()
+    report = {"device": device, "shim": shim, "toggle_ms": args.toggle_ms, "route_sms": args.route_sms, "modes": args.modes,
               "triton_steps": args.triton_steps,
               "cupy_compile_with_ptx": args.cupy_ptx, "cases": {}}
     for case in args.cases.split(","):

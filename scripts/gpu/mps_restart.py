@@ -40,19 +40,19 @@ print(status, hashlib.sha256(head.tobytes() + sums.tobytes()).hexdigest())
 POLICY = {"version": 1, "defaults": {"class": "be"}, "rules": []}
 
 
-def control_pids(pipe_dir: str) -> list[int]:
-    """Processes of nvidia-cuda-mps-control whose environment names `pipe_dir`."""
+def mps_pids(pipe_dir: str, program: str = "nvidia-cuda-mps") -> list[int]:
+    """Processes whose program name starts with `program` (the control daemon and its servers by
+    default) and whose environment names `pipe_dir`."""
     pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            if not (proc / "comm").read_text().startswith("nvidia-cuda-mps"):
-                continue
+            name = os.path.basename((proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace"))
             env = (proc / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if f"CUDA_MPS_PIPE_DIRECTORY={pipe_dir}".encode() in env:
+        if name.startswith(program) and f"CUDA_MPS_PIPE_DIRECTORY={pipe_dir}".encode() in env:
             pids.append(int(proc.name))
     return pids
 
@@ -110,22 +110,21 @@ def main() -> int:
     with sluiced as daemon:
         mps = (daemon.ctl("status") or {}).get("daemon", {}).get("mps", {})
         pipe_dir = mps.get("pipe_dir", "")
-        step("sluiced started", mps=mps, control_pids=control_pids(pipe_dir))
-        checks["control daemon started"] = mps.get("state") == "started" and bool(control_pids(pipe_dir))
+        step("sluiced started", mps=mps, mps_pids=mps_pids(pipe_dir))
+        checks["control daemon started"] = mps.get("state") == "started" and bool(mps_pids(pipe_dir, "nvidia-cuda-mps-control"))
 
         first = run_client(daemon, library, work, "first")
         step("first client", **first, servers=servers(args.mps_control, pipe_dir))
         checks["first client ran"] = first["rc"] == 0 and first["status"] == 0
 
-        killed = control_pids(pipe_dir)
-        for pid in killed:  # the control daemon; an MPS server stays, as it would after a crash
-            if (Path("/proc") / str(pid) / "comm").read_text().strip() == "nvidia-cuda-mps-control":
-                os.kill(pid, signal.SIGKILL)
+        killed = mps_pids(pipe_dir, "nvidia-cuda-mps-control")  # its MPS server stays, as after a crash
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
         t0 = time.monotonic()
         restarted = wait_for(lambda: (m := (daemon.ctl("status") or {}).get("daemon", {}).get("mps", {}))
                              .get("restarts", 0) >= 1 and m.get("state") == "started" and m, 60)
         step("control daemon killed", killed=killed, restarted_after_s=round(time.monotonic() - t0, 2),
-             mps=restarted, control_pids=control_pids(pipe_dir))
+             mps=restarted, mps_pids=mps_pids(pipe_dir))
         checks["sluiced started it again"] = bool(restarted)
 
         second = run_client(daemon, library, work, "second")
@@ -133,10 +132,10 @@ def main() -> int:
         checks["second client ran"] = second["rc"] == 0 and second["status"] == 0
         checks["same result"] = first["digest"] is not None and first["digest"] == second["digest"]
         log_path = daemon.dir / "sluiced.log"
-    left = wait_for(lambda: not control_pids(pipe_dir), 20) is not None
-    step("sluiced stopped", control_pids=control_pids(pipe_dir), log_tail=log_path.read_text()[-3000:])
+    left = wait_for(lambda: not mps_pids(pipe_dir), 20) is not None
+    step("sluiced stopped", mps_pids=mps_pids(pipe_dir), log_tail=log_path.read_text()[-3000:])
     checks["control daemon quit at exit"] = left
-    for pid in control_pids(pipe_dir):  # leave the machine as it was
+    for pid in mps_pids(pipe_dir):  # leave the machine as it was
         os.kill(pid, signal.SIGKILL)
 
     report["checks"] = checks

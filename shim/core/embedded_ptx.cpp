@@ -41,10 +41,53 @@ std::vector<std::string> loaded_object_files() {
 
 EmbeddedPtx::EmbeddedPtx(ObjectLister objects) : objects_(std::move(objects)) {}
 
+EmbeddedPtx::~EmbeddedPtx() {
+  wait();
+  if (reader_.joinable()) reader_.join();
+}
+
+bool EmbeddedPtx::ready(std::uint32_t arch) {
+  std::unique_lock lock(mu_);
+  if (reading_) return false;
+  if (arch != arch_) {  // another device architecture: other PTX may be the best
+    read_.clear();
+    modules_.clear();
+    by_kernel_.clear();
+    arch_ = arch;
+  }
+  std::vector<std::string> unread;
+  for (std::string& path : objects_()) {
+    if (!read_.contains(path)) unread.push_back(std::move(path));
+  }
+  if (unread.empty()) return true;
+  if (reader_.joinable()) reader_.join();  // the last reading is over (reading_ is false)
+  reading_ = true;
+  try {
+    reader_ = std::thread([this, unread = std::move(unread), arch] {
+      Batch batch = read(unread, arch);
+      std::lock_guard done_lock(mu_);
+      if (arch == arch_) {
+        read_.insert(unread.begin(), unread.end());
+        for (Module& module : batch.modules) add(std::move(module));
+      }
+      reading_ = false;
+      done_.notify_all();
+    });
+  } catch (...) {
+    reading_ = false;  // no thread: nothing is read, and nothing found
+  }
+  return false;
+}
+
+void EmbeddedPtx::wait() {
+  std::unique_lock lock(mu_);
+  done_.wait(lock, [this] { return !reading_; });
+}
+
 std::string EmbeddedPtx::find(std::vector<std::string> kernels, std::uint32_t arch) {
   kernels = sorted(std::move(kernels));
-  if (kernels.empty() || arch == 0) return {};
-  read_new_objects(arch);
+  std::lock_guard lock(mu_);
+  if (kernels.empty() || arch == 0 || arch != arch_ || reading_) return {};
   auto it = by_kernel_.find(kernels.front());
   if (it == by_kernel_.end()) return {};
   const Module* match = nullptr;
@@ -57,15 +100,20 @@ std::string EmbeddedPtx::find(std::vector<std::string> kernels, std::uint32_t ar
   return match != nullptr ? match->ptx : std::string{};
 }
 
-void EmbeddedPtx::read_new_objects(std::uint32_t arch) {
-  if (arch != arch_) {  // another device architecture: other PTX may be the best
-    read_.clear();
-    modules_.clear();
-    by_kernel_.clear();
-    arch_ = arch;
-  }
-  for (const std::string& path : objects_()) {
-    if (!read_.insert(path).second) continue;
+std::size_t EmbeddedPtx::objects_read() {
+  std::lock_guard lock(mu_);
+  return read_.size();
+}
+
+std::size_t EmbeddedPtx::modules_indexed() {
+  std::lock_guard lock(mu_);
+  return modules_.size();
+}
+
+EmbeddedPtx::Batch EmbeddedPtx::read(const std::vector<std::string>& paths, std::uint32_t arch) {
+  Batch batch;
+  if (arch == 0) return batch;
+  for (const std::string& path : paths) {
     auto file = ptx::MappedFile::open(path);
     if (!file) continue;
     auto elf = ptx::parse_elf(file->bytes());
@@ -78,25 +126,27 @@ void EmbeddedPtx::read_new_objects(std::uint32_t arch) {
     for (const ptx::Fatbin& fatbin : *fatbins) {
       const ptx::FatbinEntry* entry = ptx::select_ptx(fatbin, arch);
       if (entry == nullptr) continue;
-      if (auto text = ptx::entry_ptx(*entry)) add(std::move(*text));
+      auto text = ptx::entry_ptx(*entry);
+      if (!text) continue;
+      auto module = ptx::parse_module(*text);
+      if (!module) continue;  // the rewriter would refuse it too
+      std::vector<std::string> kernels;
+      for (const ptx::Function* function : module->entries()) kernels.push_back(function->name);
+      if (kernels.empty()) continue;
+      batch.modules.push_back(Module{std::move(*text), sorted(std::move(kernels))});
     }
   }
+  return batch;
 }
 
-void EmbeddedPtx::add(std::string ptx) {
-  auto module = ptx::parse_module(ptx);
-  if (!module) return;  // the rewriter would refuse it too
-  std::vector<std::string> kernels;
-  for (const ptx::Function* entry : module->entries()) kernels.push_back(entry->name);
-  kernels = sorted(std::move(kernels));
-  if (kernels.empty()) return;
+void EmbeddedPtx::add(Module module) {
   // The same fatbin may be in several containers (a library's .nv_fatbin and __nv_relfatbin).
-  for (std::size_t index : by_kernel_[kernels.front()]) {
-    if (modules_[index].ptx == ptx) return;
+  for (std::size_t index : by_kernel_[module.kernels.front()]) {
+    if (modules_[index].ptx == module.ptx) return;
   }
   const std::size_t index = modules_.size();
-  modules_.push_back(Module{std::move(ptx), kernels});
-  for (const std::string& name : kernels) by_kernel_[name].push_back(index);
+  for (const std::string& name : module.kernels) by_kernel_[name].push_back(index);
+  modules_.push_back(std::move(module));
 }
 
 }  // namespace sluice::shim

@@ -291,11 +291,13 @@ std::vector<std::string> Twins::kernel_names(Owner owner) const {
                   driver_.cuModuleEnumerateFunctions, driver_.cuFuncGetName);
 }
 
-Twins::Module& Twins::adopt(Owner owner) {
+Twins::Module* Twins::adopt(Owner owner) {
+  const std::uint32_t arch = current_arch(driver_);
+  if (!embedded_.ready(arch)) return nullptr;  // still reading the loaded objects
   Module& module = modules_[owner.handle];
-  module.ptx = embedded_.find(kernel_names(owner), current_arch(driver_));
+  module.ptx = embedded_.find(kernel_names(owner), arch);
   if (!module.ptx.empty()) stats_.count_embedded_ptx();
-  return module;
+  return &module;
 }
 
 std::optional<Twins::Function> Twins::twin_of(CUfunction func, Owner of,
@@ -308,7 +310,9 @@ std::optional<Twins::Function> Twins::twin_of(CUfunction func, Owner of,
     const void* owner = of.handle;
     if (owner == nullptr) return std::nullopt;
     auto module_it = modules_.find(owner);
-    Module& module = module_it != modules_.end() ? module_it->second : adopt(of);
+    Module* adopted = module_it != modules_.end() ? &module_it->second : adopt(of);
+    if (adopted == nullptr) return std::nullopt;  // ask again at its next launch
+    Module& module = *adopted;
     Resolved& resolved = functions_[func];
     resolved.owner = owner;
     if (module.state == Module::State::unbuilt) {

@@ -84,7 +84,7 @@ class Twins {
   // logged once per module). `changes` are the function's attribute changes, replayed on the twin.
   // `gate` learns the kill word when it is first allocated. An owner whose image no hooked load
   // handed over gets the PTX embedded in a loaded object for its kernels, if there is one
-  // (sluice/shim/embedded_ptx.h).
+  // (sluice/shim/embedded_ptx.h); its launches keep the original until those objects are read.
   std::optional<Function> twin_of(CUfunction func, Owner owner, const std::string& name,
                                   const std::vector<Engine::FunctionChange>& changes,
                                   Gate& gate) noexcept;
@@ -111,8 +111,9 @@ class Twins {
   };
 
   bool build(Module& module, const void* owner, Gate& gate);
-  // The module entry of an owner met without an image: its PTX from the loaded objects, or none.
-  Module& adopt(Owner owner);
+  // The module entry of an owner met without an image: its PTX from the loaded objects, or none;
+  // nullptr while the loaded objects are still being read.
+  Module* adopt(Owner owner);
   std::vector<std::string> kernel_names(Owner owner) const;
   bool load_twin(Module& module, const TwinModule& twin, Gate& gate);
   std::optional<TwinModule> instrument_ptx(const std::string& ptx, const std::string& key);

@@ -2,8 +2,9 @@
 //
 // Nothing here runs in a static constructor. runtime() initializes on the first call of any
 // exported entry point; a forked child starts over with a fresh engine (and release thread) while
-// the parent's objects are left untouched. At exit, held work is submitted and the statistics file
-// is written (SLUICE_STATS_FILE).
+// the parent's objects are left untouched. At exit, held work is submitted, the gate's threads stop
+// calling the driver (which the exit may tear down under them) and the statistics file is written
+// (SLUICE_STATS_FILE).
 //
 // Thread rules: runtime() from any thread; initialization is serialized by one mutex and is never
 // re-entered (a driver call made while sluice itself initializes gets CUDA_ERROR_NOT_INITIALIZED).

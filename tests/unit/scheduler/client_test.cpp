@@ -122,6 +122,28 @@ TEST_F(ClientTest, RtActivityShutsBestEffortUntilTheHoldOffAfterRtIsIdle) {
   EXPECT_TRUE(be->admit(kernel_op(3)));
 }
 
+TEST_F(ClientTest, AtProcessExitTheGateStopsCallingTheDriverAndAdmitsEverything) {
+  DaemonThread daemon(socket_, kPolicy);
+  auto rt = gate("");
+  auto be = gate("be");
+  ASSERT_TRUE(be->state().connected);
+  MockGpu::busy = true;
+  submit(*rt, kernel_op(1));
+  ASSERT_TRUE(eventually([&] { return !be->admit(kernel_op(2)); })) << "BE did not shut";
+  // The RT gate's thread watches its unfinished work through the driver.
+  int queries = MockGpu::queries.load();
+  ASSERT_TRUE(eventually([&] { return MockGpu::queries.load() > queries + 2; }));
+
+  // atexit: the driver may be torn down under the gates' threads from here on.
+  rt->process_exiting();
+  be->process_exiting();
+  queries = MockGpu::queries.load();
+  std::this_thread::sleep_for(milliseconds(30));
+  EXPECT_EQ(MockGpu::queries.load(), queries) << "a gate thread still calls the driver";
+  EXPECT_TRUE(be->admit(kernel_op(3))) << "work of the exiting process is not held";
+  MockGpu::busy = false;
+}
+
 TEST_F(ClientTest, DeadClientsBudgetGoesToOthersWithin100Ms) {
   DaemonThread daemon(socket_, kPolicy);
   auto rt = gate("");

@@ -104,6 +104,7 @@ struct MockGpu {
   static inline std::atomic<int> events_recorded{0};
   static inline std::atomic<int> relaxed_mode_calls{0};
   static inline std::atomic<std::uintptr_t> next_event{0x5000};
+  static inline std::atomic<int> queries{0};  // event and stream queries
 
   static CUresult ctx_get_current(CUcontext* ctx) {
     *ctx = reinterpret_cast<CUcontext>(0x1000);
@@ -118,7 +119,10 @@ struct MockGpu {
     events_recorded.fetch_add(1);
     return CUDA_SUCCESS;
   }
-  static CUresult not_ready_while_busy() { return busy.load() ? CUDA_ERROR_NOT_READY : CUDA_SUCCESS; }
+  static CUresult not_ready_while_busy() {
+    queries.fetch_add(1);
+    return busy.load() ? CUDA_ERROR_NOT_READY : CUDA_SUCCESS;
+  }
   static CUresult event_query(CUevent) { return not_ready_while_busy(); }
   static CUresult stream_query(CUstream) { return not_ready_while_busy(); }
   static CUresult stream_is_capturing(CUstream, CUstreamCaptureStatus* status) {

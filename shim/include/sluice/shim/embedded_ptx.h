@@ -8,13 +8,17 @@
 // kernels; when none or several different ones match, it gets none, so a twin is never built from
 // another module's code.
 //
-// Thread rules: none; the caller serializes (Twins calls it under its lock).
+// Thread rules: every member may be called from any thread; one lock guards the index, and the
+// objects are read on a thread of the object's own, without it.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -28,30 +32,48 @@ class EmbeddedPtx {
  public:
   using ObjectLister = std::function<std::vector<std::string>()>;
 
-  // `objects` lists the files to read; objects not read before are read at each lookup.
+  // `objects` lists the files to read; objects not read before are read when ready() is asked.
   explicit EmbeddedPtx(ObjectLister objects = loaded_object_files);
+  ~EmbeddedPtx();
+  EmbeddedPtx(const EmbeddedPtx&) = delete;
+  EmbeddedPtx& operator=(const EmbeddedPtx&) = delete;
+
+  // True when every object `objects` lists has been read for `arch`. Otherwise starts reading
+  // the others on a background thread, if none is reading, and says false: a framework's
+  // libraries are gigabytes, which take seconds to read, and a launch must not wait for them.
+  bool ready(std::uint32_t arch);
+  // Waits until the background reading, if any, is done.
+  void wait();
 
   // The PTX for `arch` of the embedded fatbin whose kernels are exactly `kernels` (any order);
-  // empty when none matches, or when several with different PTX do.
+  // empty when none matches, when several with different PTX do, or when ready(arch) was not true.
   std::string find(std::vector<std::string> kernels, std::uint32_t arch);
 
-  std::size_t objects_read() const { return read_.size(); }
-  std::size_t modules_indexed() const { return modules_.size(); }
+  std::size_t objects_read();
+  std::size_t modules_indexed();
 
  private:
   struct Module {
     std::string ptx;
     std::vector<std::string> kernels;  // sorted
   };
+  // What one reading found; merged into the index under mu_ when it is done.
+  struct Batch {
+    std::vector<Module> modules;
+  };
 
-  void read_new_objects(std::uint32_t arch);
-  void add(std::string ptx);
+  static Batch read(const std::vector<std::string>& paths, std::uint32_t arch);
+  void add(Module module);  // under mu_
 
   ObjectLister objects_;
-  std::uint32_t arch_ = 0;
+  std::mutex mu_;
+  std::condition_variable done_;
+  std::uint32_t arch_ = 0;  // of the index; guarded by mu_ like everything below
+  bool reading_ = false;
   std::set<std::string> read_;
   std::vector<Module> modules_;
   std::unordered_map<std::string, std::vector<std::size_t>> by_kernel_;
+  std::thread reader_;
 };
 
 }  // namespace sluice::shim

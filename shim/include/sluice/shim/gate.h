@@ -171,6 +171,11 @@ class Gate {
     return 0;
   }
 
+  // The process is exiting (the shim's atexit handler, after held work was submitted): the driver
+  // may be torn down from now on, so a gate's own threads must stop calling it before this returns,
+  // and work that still comes is admitted.
+  virtual void process_exiting() noexcept {}
+
   // The client's kill word of `device` is the 4-byte word at `offset` in the device allocation that
   // `handle` (cuIpcGetMemHandle) names. A gate that talks to sluiced tells it now and after every
   // reconnection, so that sluiced can raise the word when it kills this client's work. Called once
