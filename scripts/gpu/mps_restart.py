@@ -97,7 +97,9 @@ def main() -> int:
     out = Path(args.out)
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
-    report: dict = {"steps": []}
+    device = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                            text=True).stdout.strip()
+    report: dict = {"device": device, "steps": []}
     checks: dict = {}
 
     def step(name: str, **fields):
