@@ -48,7 +48,7 @@ EmbeddedPtx::~EmbeddedPtx() {
 
 bool EmbeddedPtx::ready(std::uint32_t arch) {
   std::unique_lock lock(mu_);
-  if (reading_) return false;
+  if (reading_ || stopping_.load(std::memory_order_relaxed)) return false;
   if (arch != arch_) {  // another device architecture: other PTX may be the best
     read_.clear();
     modules_.clear();
@@ -64,9 +64,9 @@ bool EmbeddedPtx::ready(std::uint32_t arch) {
   reading_ = true;
   try {
     reader_ = std::thread([this, unread = std::move(unread), arch] {
-      Batch batch = read(unread, arch);
+      Batch batch = read(unread, arch, stopping_);
       std::lock_guard done_lock(mu_);
-      if (arch == arch_) {
+      if (arch == arch_ && !stopping_.load(std::memory_order_relaxed)) {
         read_.insert(unread.begin(), unread.end());
         for (Module& module : batch.modules) add(std::move(module));
       }
@@ -82,6 +82,15 @@ bool EmbeddedPtx::ready(std::uint32_t arch) {
 void EmbeddedPtx::wait() {
   std::unique_lock lock(mu_);
   done_.wait(lock, [this] { return !reading_; });
+}
+
+void EmbeddedPtx::stop() noexcept {
+  try {
+    std::unique_lock lock(mu_);
+    stopping_.store(true, std::memory_order_relaxed);
+    done_.wait(lock, [this] { return !reading_; });
+  } catch (...) {
+  }
 }
 
 std::string EmbeddedPtx::find(std::vector<std::string> kernels, std::uint32_t arch) {
@@ -110,10 +119,12 @@ std::size_t EmbeddedPtx::modules_indexed() {
   return modules_.size();
 }
 
-EmbeddedPtx::Batch EmbeddedPtx::read(const std::vector<std::string>& paths, std::uint32_t arch) {
+EmbeddedPtx::Batch EmbeddedPtx::read(const std::vector<std::string>& paths, std::uint32_t arch,
+                                     const std::atomic<bool>& stop) {
   Batch batch;
   if (arch == 0) return batch;
   for (const std::string& path : paths) {
+    if (stop.load(std::memory_order_relaxed)) return batch;
     auto file = ptx::MappedFile::open(path);
     if (!file) continue;
     auto elf = ptx::parse_elf(file->bytes());
@@ -124,6 +135,7 @@ EmbeddedPtx::Batch EmbeddedPtx::read(const std::vector<std::string>& paths, std:
       continue;
     }
     for (const ptx::Fatbin& fatbin : *fatbins) {
+      if (stop.load(std::memory_order_relaxed)) return batch;
       const ptx::FatbinEntry* entry = ptx::select_ptx(fatbin, arch);
       if (entry == nullptr) continue;
       auto text = ptx::entry_ptx(*entry);

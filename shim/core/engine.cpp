@@ -544,6 +544,11 @@ void Engine::release_thread_main() {
   }
 }
 
+void Engine::process_exiting() noexcept {
+  if (data_->twins) data_->twins->process_exiting();
+  gate().process_exiting();
+}
+
 void Engine::flush() noexcept {
   try {
     EngineData& d = *data_;

@@ -76,6 +76,9 @@ class Twins {
   // than wait for a daemon that may never come back. Any thread.
   void lower_kill_words() noexcept;
 
+  // The process is exiting: background work stops (EmbeddedPtx::stop).
+  void process_exiting() noexcept { embedded_.stop(); }
+
   // Counts a launch of `func` and says whether it is long enough for a twin.
   bool long_enough(CUfunction func, std::uint64_t predicted_ns) noexcept;
 

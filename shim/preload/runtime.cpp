@@ -56,7 +56,7 @@ void at_exit() {
   rt->engine->flush();
   // The driver's own exit handlers may tear it down after this one; the gate's thread stops
   // calling it first (a segfault at exit was seen twice in about 30 runs of an MPS client).
-  rt->engine->gate().process_exiting();
+  rt->engine->process_exiting();
   write_stats(*rt);
 }
 

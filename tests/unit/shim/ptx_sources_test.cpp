@@ -348,6 +348,21 @@ TEST_F(EmbeddedPtxTest, FilesThatAreNotObjectsOrAreMissingAreSkipped) {
   EXPECT_GE(loaded.objects_read(), 2u);  // the program and at least the C++ runtime
 }
 
+TEST_F(EmbeddedPtxTest, StopEndsTheReadingAndNothingIsReadAfterIt) {
+  std::vector<fs::path> many(64);  // 64 copies of the library: a long reading
+  fs::create_directories(root);
+  for (int i = 0; i < 64; ++i) {
+    many[static_cast<std::size_t>(i)] = root / ("lib" + std::to_string(i) + ".so");
+    fs::copy_file(library, many[static_cast<std::size_t>(i)]);
+  }
+  EmbeddedPtx embedded(files(many));
+  EXPECT_FALSE(embedded.ready(90));
+  embedded.stop();  // returns once the reader let go
+  EXPECT_FALSE(embedded.ready(90));
+  EXPECT_EQ(embedded.find(kernels, 90), "");
+  EXPECT_EQ(embedded.objects_read(), 0u);  // a stopped reading adds nothing
+}
+
 TEST_F(EmbeddedPtxTest, TwinsGiveAModuleLoadedPastTheShimThePtxOfItsLibrary) {
   const DriverApi& cu = Fake::get().api;
   ASSERT_NO_FATAL_FAILURE(make_fake_context_current());

@@ -12,6 +12,7 @@
 // objects are read on a thread of the object's own, without it.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -44,6 +45,9 @@ class EmbeddedPtx {
   bool ready(std::uint32_t arch);
   // Waits until the background reading, if any, is done.
   void wait();
+  // The process is exiting: the reading stops after the fatbin in hand, this waits for that, and
+  // nothing is read from now on (the reader must not use what the exit destroys).
+  void stop() noexcept;
 
   // The PTX for `arch` of the embedded fatbin whose kernels are exactly `kernels` (any order);
   // empty when none matches, when several with different PTX do, or when ready(arch) was not true.
@@ -62,7 +66,8 @@ class EmbeddedPtx {
     std::vector<Module> modules;
   };
 
-  static Batch read(const std::vector<std::string>& paths, std::uint32_t arch);
+  static Batch read(const std::vector<std::string>& paths, std::uint32_t arch,
+                    const std::atomic<bool>& stop);
   void add(Module module);  // under mu_
 
   ObjectLister objects_;
@@ -70,6 +75,7 @@ class EmbeddedPtx {
   std::condition_variable done_;
   std::uint32_t arch_ = 0;  // of the index; guarded by mu_ like everything below
   bool reading_ = false;
+  std::atomic<bool> stopping_{false};  // written under mu_
   std::set<std::string> read_;
   std::vector<Module> modules_;
   std::unordered_map<std::string, std::vector<std::size_t>> by_kernel_;

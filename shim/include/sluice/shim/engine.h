@@ -212,6 +212,9 @@ class Engine final : public GateListener, public KernelCatalog {
   void drain_all();
   // Submits everything held now, ignoring the gate (process exit). Restores the caller's context.
   void flush() noexcept;
+  // The process is exiting and flush() ran: the engine's and the gate's background threads stop
+  // using the driver and whatever the exit destroys (Gate::process_exiting).
+  void process_exiting() noexcept;
 
   // ---- function state --------------------------------------------------------------------------
   // A change of the launch-relevant state of a kernel: a function attribute (cuFuncSetAttribute,
