@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 CASES = ["resnet50", "torch_compile", "cuda_graph", "jax_jit", "cupy_kernel", "triton_loop", "cuda_extension"]
-DEFAULT_CASES = CASES[:5]
+DEFAULT_CASES = [*CASES[:5], "cuda_extension"]
 
 
 # ---- workloads (each returns {name: numpy array}) -------------------------------------------------

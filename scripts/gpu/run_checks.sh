@@ -11,7 +11,8 @@
 #   kill          kill-and-resume of Triton kernels through instrumented twins (kill_resume)
 #   cupy          instrumented-kernel overhead on CuPy kernels (scripts/gpu/instrumented_overhead.py)
 #   mechanisms    RT latency / BE throughput per mechanism, MPS and timeslice (scripts/gpu/mechanisms.py)
-#   frameworks    bit-identical outputs of PyTorch, torch.compile, CUDA graphs, JAX, CuPy (check_frameworks.py)
+#   frameworks    bit-identical outputs of PyTorch, torch.compile, CUDA graphs, JAX, CuPy and an
+#                 nvcc-built extension (check_frameworks.py)
 #   daemon-kill   the same under sluiced with an RT pinger, so that twins are killed and resumed
 #                 mid-run: 20,000 steps of a Triton kernel and of an nvcc-built extension, a
 #                 torch.compile job and eager ResNet-50 training, bit for bit
